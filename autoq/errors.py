@@ -1,0 +1,43 @@
+"""The autoq exception tree: everything autoq raises on purpose derives from `AutoqError`."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AutoqError",
+    "BackendError",
+    "ConfigError",
+    "ModelNotFoundError",
+    "PrecisionUnavailableError",
+    "UnknownPrecisionError",
+]
+
+
+class AutoqError(Exception):
+    """Base class of every error autoq raises deliberately.
+
+    The CLI turns it into one line and exit code 1; messages say what was expected, what
+    arrived and how to fix it.
+    """
+
+
+class ConfigError(AutoqError, ValueError):
+    """A configuration value is out of range or malformed."""
+
+
+class UnknownPrecisionError(AutoqError, KeyError):
+    """A precision name is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class PrecisionUnavailableError(AutoqError):
+    """A known precision cannot run on this device; the message says why."""
+
+
+class BackendError(AutoqError):
+    """A quantization backend failed while applying or loading a precision."""
+
+
+class ModelNotFoundError(AutoqError):
+    """A model id or folder cannot be found or loaded offline."""
