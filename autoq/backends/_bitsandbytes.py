@@ -1,0 +1,117 @@
+"""bitsandbytes: NF4 and FP4 (optionally double-quantized scales) and LLM.int8.
+
+diffusers' own bitsandbytes loader refuses machines without a GPU, so autoq swaps each
+`nn.Linear` for the bitsandbytes module itself; bitsandbytes quantizes when the weight is
+moved to its device, on CPU as on CUDA.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from autoq.backends._base import Precision, missing_library
+from autoq.backends._select import set_submodule
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["BitsandbytesBackend"]
+
+_BLOCK = 64  # bitsandbytes' default 4-bit block size
+
+
+class BitsandbytesBackend:
+    """Drop-in `Linear4bit` / `Linear8bitLt` layers from bitsandbytes."""
+
+    name = "bitsandbytes"
+    distribution = "bitsandbytes"
+    precisions = (
+        Precision(
+            "bnb_nf4", "bitsandbytes", 4, "bitsandbytes NF4, fp32 block scales",
+            max_rel_error=0.35, group_size=_BLOCK, scale_bytes=4,
+            options={"quant_type": "nf4", "double_quant": False},
+        ),
+        Precision(
+            "bnb_nf4_dq", "bitsandbytes", 4, "bitsandbytes NF4, double-quantized scales",
+            max_rel_error=0.35, group_size=_BLOCK, scale_bytes=1,
+            options={"quant_type": "nf4", "double_quant": True},
+        ),
+        Precision(
+            "bnb_fp4", "bitsandbytes", 4, "bitsandbytes FP4, fp32 block scales",
+            max_rel_error=0.4, group_size=_BLOCK, scale_bytes=4,
+            options={"quant_type": "fp4", "double_quant": False},
+        ),
+        Precision(
+            "bnb_int8", "bitsandbytes", 8, "bitsandbytes LLM.int8 (outlier threshold 6)",
+            max_rel_error=0.05, scale_bytes=4, options={"quant_type": "int8"},
+        ),
+    )
+
+    def check_environment(self, precision: Precision, device: torch.device) -> str | None:
+        return missing_library("bitsandbytes")
+
+    def apply(
+        self, module: nn.Module, precision: Precision, targets: list[tuple[str, nn.Module]]
+    ) -> None:
+        import bitsandbytes as bnb
+        import torch
+
+        for name, linear in targets:
+            linear = cast(torch.nn.Linear, linear)
+            weight = linear.weight.data
+            has_bias = linear.bias is not None
+            new: nn.Module
+            if precision.options["quant_type"] == "int8":
+                new = bnb.nn.Linear8bitLt(
+                    linear.in_features, linear.out_features, bias=has_bias,
+                    has_fp16_weights=False, threshold=6.0, device="meta",
+                )
+                new.weight = bnb.nn.Int8Params(
+                    weight, requires_grad=False, has_fp16_weights=False
+                )
+            else:
+                new = bnb.nn.Linear4bit(
+                    linear.in_features, linear.out_features, bias=has_bias,
+                    compute_dtype=weight.dtype,
+                    quant_type=precision.options["quant_type"],
+                    compress_statistics=precision.options["double_quant"],
+                    quant_storage=torch.uint8, device="meta",
+                )
+                new.weight = bnb.nn.Params4bit(
+                    weight, requires_grad=False,
+                    quant_type=precision.options["quant_type"],
+                    compress_statistics=precision.options["double_quant"],
+                    blocksize=_BLOCK,
+                )
+            if has_bias:
+                new.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+            # Moving to the device is what quantizes the weight.
+            set_submodule(module, name, new.to(weight.device))
+
+    def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
+        import sys
+
+        import torch
+
+        from autoq.backends._bytes import plain_bytes
+
+        bnb = sys.modules.get("bitsandbytes")  # not imported: no tensor can be one of ours
+        if bnb is None:
+            return None
+
+        if isinstance(tensor, bnb.nn.Params4bit):
+            total = plain_bytes(tensor.data)
+            state = tensor.quant_state
+            if state is not None:
+                total += sum(
+                    plain_bytes(t)
+                    for t in state.as_dict(packed=True).values()
+                    if isinstance(t, torch.Tensor)
+                )
+            return total
+        if isinstance(tensor, bnb.nn.Int8Params):
+            # One fp32 scale per row (SCB). bitsandbytes moves it from the weight to the
+            # layer's state on the first forward, so count it from the layout.
+            return plain_bytes(tensor.data) + tensor.shape[0] * 4
+        return None

@@ -1,0 +1,94 @@
+"""GGUF: Q8_0, Q5_0 and Q4_0 blocks, written to a real `.gguf` file with the `gguf`
+package and loaded back through diffusers' `GGUFParameter` / `GGUFLinear`, which
+dequantize on the fly (on CPU as on CUDA).
+
+GGUF quantizes `nn.Linear` weights whose last dimension is a multiple of the 32-element
+block; other layers keep their storage.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from autoq.backends._base import Precision, missing_library
+from autoq.backends._select import set_submodule
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["GGUFBackend", "write_gguf"]
+
+_BLOCK = 32
+
+
+def write_gguf(path: Path, weights: dict[str, torch.Tensor], quant_type: str) -> None:
+    """Quantize ``weights`` to ``quant_type`` (e.g. ``"Q4_0"``) and write a GGUF file."""
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[quant_type]
+    writer = gguf.GGUFWriter(str(path), arch="autoq")
+    for name, weight in weights.items():
+        data = weight.detach().float().cpu().numpy()
+        writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+class GGUFBackend:
+    """llama.cpp's block formats, through the file format and diffusers' loader."""
+
+    name = "gguf"
+    distribution = "gguf"
+    precisions = (
+        Precision(
+            "gguf_q8_0", "gguf", 8, "GGUF Q8_0 (fp16 scale per 32)", max_rel_error=0.03,
+            group_size=_BLOCK, scale_bytes=2, in_multiple=_BLOCK, options={"type": "Q8_0"},
+        ),
+        Precision(
+            "gguf_q5_0", "gguf", 5, "GGUF Q5_0 (fp16 scale per 32)", max_rel_error=0.15,
+            group_size=_BLOCK, scale_bytes=2, in_multiple=_BLOCK, options={"type": "Q5_0"},
+        ),
+        Precision(
+            "gguf_q4_0", "gguf", 4, "GGUF Q4_0 (fp16 scale per 32)", max_rel_error=0.3,
+            group_size=_BLOCK, scale_bytes=2, in_multiple=_BLOCK, options={"type": "Q4_0"},
+        ),
+    )
+
+    def check_environment(self, precision: Precision, device: torch.device) -> str | None:
+        return missing_library("gguf") or missing_library("diffusers")
+
+    def apply(
+        self, module: nn.Module, precision: Precision, targets: list[tuple[str, nn.Module]]
+    ) -> None:
+        import torch
+        from diffusers.models.model_loading_utils import load_gguf_checkpoint
+        from diffusers.quantizers.gguf.utils import GGUFLinear
+
+        if not targets:
+            return
+        weights = {f"{name}.weight": cast(torch.nn.Linear, layer).weight for name, layer in targets}
+        with tempfile.TemporaryDirectory(prefix="autoq-gguf-") as tmp:
+            path = Path(tmp) / "weights.gguf"
+            write_gguf(path, weights, str(precision.options["type"]))
+            loaded = load_gguf_checkpoint(str(path))
+        for name, layer in targets:
+            linear = cast(torch.nn.Linear, layer)
+            device, dtype = linear.weight.device, linear.weight.dtype
+            with torch.device("meta"):
+                new = GGUFLinear(
+                    linear.in_features, linear.out_features, linear.bias is not None,
+                    compute_dtype=dtype,
+                )
+            new.weight = loaded[f"{name}.weight"].to(device)
+            if linear.bias is not None:
+                new.bias = linear.bias
+            new.requires_grad_(False)
+            set_submodule(module, name, new)
+
+    def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
+        return None  # GGUFParameter holds its packed blocks as a plain uint8 tensor

@@ -1,0 +1,103 @@
+"""Plain dtype casts: fp32 (the reference), fp16 and bf16.
+
+A cast component stays a drop-in: floating inputs are cast to its dtype on entry and its
+outputs back to the caller's dtype, so a pipeline can mix precisions per component.
+Skipped sub-modules keep fp32 weights and get the same boundary casts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autoq.backends._base import Precision
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["NativeBackend"]
+
+
+def _cast_tree(value: Any, dtype: torch.dtype) -> Any:
+    import torch
+    from torch.utils import _pytree
+
+    def cast(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != dtype:
+            return x.to(dtype)
+        return x
+
+    return _pytree.tree_map(cast, value)
+
+
+def _first_float_dtype(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.dtype | None:
+    import torch
+    from torch.utils import _pytree
+
+    for leaf in _pytree.tree_leaves((args, kwargs)):
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+            return leaf.dtype
+    return None
+
+
+def add_dtype_boundary(module: nn.Module, dtype: torch.dtype) -> None:
+    """Run ``module`` in ``dtype`` while its caller keeps its own dtype."""
+
+    def pre_hook(mod: nn.Module, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        mod._autoq_caller_dtype = _first_float_dtype(args, kwargs)
+        return _cast_tree(args, dtype), _cast_tree(kwargs, dtype)
+
+    def post_hook(mod: nn.Module, args: Any, kwargs: Any, output: Any) -> Any:
+        caller = getattr(mod, "_autoq_caller_dtype", None)
+        return output if caller is None else _cast_tree(output, caller)
+
+    module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    module.register_forward_hook(post_hook, with_kwargs=True)
+
+
+class NativeBackend:
+    """Casts weights with torch itself; fp32 is the reference every other precision is
+    measured against."""
+
+    name = "torch"
+    distribution = "torch"
+    precisions = (
+        Precision("fp32", "torch", 32, "float32 reference", max_rel_error=1e-6),
+        Precision("fp16", "torch", 16, "float16 weights and compute", max_rel_error=0.01),
+        Precision("bf16", "torch", 16, "bfloat16 weights and compute", max_rel_error=0.05),
+    )
+
+    def check_environment(self, precision: Precision, device: torch.device) -> str | None:
+        return None
+
+    def apply(
+        self, module: nn.Module, precision: Precision, targets: list[tuple[str, nn.Module]]
+    ) -> None:
+        import torch
+
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+            precision.name
+        ]
+        target_ids = {id(layer) for _, layer in targets}
+        for _, layer in module.named_modules():
+            if id(layer) not in target_ids:
+                continue
+            for key, param in layer.named_parameters(recurse=False):
+                if param.is_floating_point() and param.dtype != dtype:
+                    layer._parameters[key] = torch.nn.Parameter(
+                        param.data.to(dtype), requires_grad=param.requires_grad
+                    )
+            for key, buf in layer.named_buffers(recurse=False):
+                if buf is not None and buf.is_floating_point():
+                    layer._buffers[key] = buf.to(dtype)
+        if dtype == torch.float32:
+            return
+        kept = {name: layer for name, layer in module.named_modules() if id(layer) not in target_ids}
+        for name, layer in kept.items():
+            # Descendants of a skipped module are skipped too: only the outermost needs casts.
+            if name and name.rpartition(".")[0] not in kept:
+                add_dtype_boundary(layer, torch.float32)
+        add_dtype_boundary(module, dtype)
+
+    def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
+        return None

@@ -1,0 +1,83 @@
+"""torchao: int8 weight-only, int8 dynamic-activation + int8 weight, and int4 weight-only.
+
+torchao quantizes `nn.Linear` only. Its tinygemm int4 layout needs CUDA (or an extra
+kernel package) and its probe says so; `ao_intx4` is the int4 layout that runs everywhere,
+but it keeps one int8 per element, which `weight_bytes` shows honestly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autoq.backends._base import Precision, missing_library
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["TorchaoBackend"]
+
+
+def _config(precision: Precision) -> Any:
+    import torch
+    from torchao.quantization import (
+        Int4WeightOnlyConfig,
+        Int8DynamicActivationInt8WeightConfig,
+        Int8WeightOnlyConfig,
+        IntxWeightOnlyConfig,
+    )
+    from torchao.quantization.granularity import PerGroup
+
+    kind = precision.options["config"]
+    if kind == "int8_weight_only":
+        return Int8WeightOnlyConfig()
+    if kind == "int8_dynamic":
+        return Int8DynamicActivationInt8WeightConfig()
+    if kind == "int4_weight_only":
+        return Int4WeightOnlyConfig(group_size=precision.group_size)
+    if kind == "intx4_weight_only":
+        return IntxWeightOnlyConfig(
+            weight_dtype=torch.int4, granularity=PerGroup(precision.group_size)
+        )
+    raise ValueError(f"Unknown torchao config {kind!r}.")
+
+
+class TorchaoBackend:
+    """PyTorch-native quantized tensor subclasses from torchao."""
+
+    name = "torchao"
+    distribution = "torchao"
+    precisions = (
+        Precision(
+            "ao_int8wo", "torchao", 8, "torchao int8 weight-only, per channel",
+            max_rel_error=0.03, scale_bytes=5, options={"config": "int8_weight_only"},
+        ),
+        Precision(
+            "ao_int8dq", "torchao", 8, "torchao int8 dynamic activations + int8 weights",
+            max_rel_error=0.05, scale_bytes=5, options={"config": "int8_dynamic"},
+        ),
+        Precision(
+            "ao_int4wo", "torchao", 4, "torchao int4 weight-only, tinygemm packing",
+            max_rel_error=0.35, group_size=64, scale_bytes=4, in_multiple=64,
+            options={"config": "int4_weight_only"},
+        ),
+        Precision(
+            "ao_intx4", "torchao", 4, "torchao int4 weight-only, unpacked to int8",
+            max_rel_error=0.35, group_size=32, scale_bytes=5, in_multiple=32, storage_bits=8,
+            options={"config": "intx4_weight_only"},
+        ),
+    )
+
+    def check_environment(self, precision: Precision, device: torch.device) -> str | None:
+        return missing_library("torchao")
+
+    def apply(
+        self, module: nn.Module, precision: Precision, targets: list[tuple[str, nn.Module]]
+    ) -> None:
+        from torchao.quantization import quantize_
+
+        chosen = {id(layer) for _, layer in targets}
+        quantize_(module, _config(precision), filter_fn=lambda layer, _fqn: id(layer) in chosen)
+
+    def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
+        return None  # torchao tensors flatten into plain tensors; the generic walk counts them

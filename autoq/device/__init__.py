@@ -1,0 +1,27 @@
+"""Device fingerprint: what this machine is, how fast it measured, and how much memory it has.
+
+Importing this package is cheap: torch is imported, and hardware probed, only when a
+function is called.
+"""
+
+from __future__ import annotations
+
+from autoq.device._bench import ComputeMeasurements, Measurements
+from autoq.device._cgroup import available_memory, effective_memory_limit
+from autoq.device._fingerprint import SCHEMA_VERSION, Fingerprint, fingerprint
+from autoq.device._gpu import GpuInfo
+from autoq.device._identity import CpuInfo, DeviceIdentity, SoftwareVersions
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ComputeMeasurements",
+    "CpuInfo",
+    "DeviceIdentity",
+    "Fingerprint",
+    "GpuInfo",
+    "Measurements",
+    "SoftwareVersions",
+    "available_memory",
+    "effective_memory_limit",
+    "fingerprint",
+]

@@ -1,0 +1,44 @@
+"""Reproduce the zoo's "shapes" weights from scratch: ``python -m autoq.zoo.train --out DIR``.
+
+Re-running the same command resumes from the last checkpoint; finished stages are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from autoq.zoo._train import STAGES, TrainConfig, train
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the command line and run `autoq.zoo._train.train`."""
+    parser = argparse.ArgumentParser(prog="python -m autoq.zoo.train", description=__doc__)
+    parser.add_argument("--out", required=True, help="working folder for checkpoints and models")
+    parser.add_argument(
+        "--stage",
+        choices=[*STAGES, "all"],
+        default="all",
+        help="run one stage (it needs the earlier ones) or all of them",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    defaults = TrainConfig()
+    for name in ("vae_steps", "scorer_steps", "latent_count", "unet_steps"):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
+        )
+    args = parser.parse_args(argv)
+    config = TrainConfig(
+        vae_steps=args.vae_steps,
+        scorer_steps=args.scorer_steps,
+        latent_count=args.latent_count,
+        unet_steps=args.unet_steps,
+    )
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    train(args.out, stages=stages, config=config, threads=args.threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The contract every precision keeps, run for each registered precision on a small UNet,
+CLIP text encoder and VAE: it still runs, stays within its documented error bound, and
+its weights shrink exactly as its storage format says."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from autoq.backends import (
+    apply_precision,
+    get_precision,
+    list_precisions,
+    probe_all,
+    probe_precision,
+    targets_for,
+    weight_bytes,
+)
+from autoq.errors import PrecisionUnavailableError
+
+from tests.backends.components import COMPONENTS, Component
+
+PRECISIONS = [p.name for p in list_precisions()]
+
+
+def _usable_or_skip(name: str) -> None:
+    result = probe_precision(name)
+    if not result.usable:
+        pytest.skip(f"{name} is not usable on this device: {result.reason}")
+
+
+def _rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.float() - ref).norm() / ref.norm())
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_precision_contract(precision: str, component: Component) -> None:
+    _usable_or_skip(precision)
+    spec = get_precision(precision)
+    reference = component.build()
+    with torch.no_grad():
+        ref = component.run(reference)
+        targets = targets_for(reference, spec)
+        touched_fp32 = sum(
+            layer.weight.numel() * 4 for _, layer in targets if hasattr(layer, "weight")
+        )
+        expected_quantized = sum(
+            spec.expected_bytes(tuple(layer.weight.shape))
+            for _, layer in targets
+            if hasattr(layer, "weight")
+        )
+        before = weight_bytes(reference)
+
+        quantized = apply_precision(copy.deepcopy(reference), precision)
+        out = component.run(quantized)
+
+    assert out.shape == ref.shape
+    assert torch.isfinite(out).all()
+    assert _rel_error(out, ref) < spec.max_rel_error
+
+    after = weight_bytes(quantized)
+    if spec.is_float_cast:
+        floats = [t for t in [*reference.parameters(), *reference.buffers()] if t.is_floating_point()]
+        float_bytes = sum(t.numel() * 4 for t in floats)
+        assert after == before - float_bytes + float_bytes * spec.weight_bits // 32
+        return
+    assert targets, f"{precision} found nothing to quantize in {component.name}"
+    # Untouched tensors keep their bytes; quantized weights take what their format says
+    # (packed values + scales), plus per-layer bookkeeping (lookup tables, padding).
+    expected = before - touched_fp32 + expected_quantized
+    assert expected * 0.98 <= after <= expected * 1.02 + 1200 * len(targets)
+
+
+def test_unusable_precisions_say_why() -> None:
+    unusable = [r for r in probe_all() if not r.usable]
+    if not unusable:
+        pytest.skip("every precision is usable on this device")
+    for result in unusable:
+        linear = torch.nn.Sequential(torch.nn.Linear(64, 64))
+        with pytest.raises(PrecisionUnavailableError, match=result.precision) as info:
+            apply_precision(linear, result.precision)
+        assert result.reason and result.reason in str(info.value)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_skip_keeps_named_modules(precision: str) -> None:
+    _usable_or_skip(precision)
+    encoder = COMPONENTS["text_encoder"].build()
+    before = {n: (type(m), m.weight.dtype) for n, m in encoder.named_modules() if _has_w(m)}
+    apply_precision(encoder, precision, skip=["*self_attn*", "re:.*layer_norm\\d"])
+    for name, module in encoder.named_modules():
+        if not _has_w(module):
+            continue
+        if "self_attn" in name or name.rsplit(".", 1)[-1].startswith("layer_norm"):
+            assert (type(module), module.weight.dtype) == before[name], name
+    ids = torch.randint(0, 1000, (1, 6))
+    with torch.no_grad():
+        assert torch.isfinite(encoder(input_ids=ids).last_hidden_state).all()
+
+
+def _has_w(module: torch.nn.Module) -> bool:
+    return isinstance(getattr(module, "weight", None), torch.Tensor)
+
