@@ -25,12 +25,14 @@ from autoq.backends._probe import (
     cache_dir,
     probe_all,
     probe_precision,
+    resolve_device,
 )
 from autoq.backends._quanto import QuantoBackend
 from autoq.backends._select import PROTECT_PRESETS, SkipPattern
 from autoq.backends._torchao import TorchaoBackend
 
 # Registry order is display order: the reference first, then by library.
+_backend: Backend
 for _backend in (
     NativeBackend(),
     TorchaoBackend(),
@@ -57,7 +59,8 @@ __all__ = [
     "probe_all",
     "probe_precision",
     "register_backend",
-    "tensor_bytes",
+    "resolve_device",
     "targets_for",
+    "tensor_bytes",
     "weight_bytes",
 ]

@@ -25,26 +25,46 @@ class BitsandbytesBackend:
     """Drop-in `Linear4bit` / `Linear8bitLt` layers from bitsandbytes."""
 
     name = "bitsandbytes"
-    distribution = "bitsandbytes"
-    precisions = (
+    distribution: str | None = "bitsandbytes"
+    precisions: tuple[Precision, ...] = (
         Precision(
-            "bnb_nf4", "bitsandbytes", 4, "bitsandbytes NF4, fp32 block scales",
-            max_rel_error=0.35, group_size=_BLOCK, scale_bytes=4,
+            "bnb_nf4",
+            "bitsandbytes",
+            4,
+            "bitsandbytes NF4, fp32 block scales",
+            max_rel_error=0.35,
+            group_size=_BLOCK,
+            scale_bytes=4,
             options={"quant_type": "nf4", "double_quant": False},
         ),
         Precision(
-            "bnb_nf4_dq", "bitsandbytes", 4, "bitsandbytes NF4, double-quantized scales",
-            max_rel_error=0.35, group_size=_BLOCK, scale_bytes=1,
+            "bnb_nf4_dq",
+            "bitsandbytes",
+            4,
+            "bitsandbytes NF4, double-quantized scales",
+            max_rel_error=0.35,
+            group_size=_BLOCK,
+            scale_bytes=1,
             options={"quant_type": "nf4", "double_quant": True},
         ),
         Precision(
-            "bnb_fp4", "bitsandbytes", 4, "bitsandbytes FP4, fp32 block scales",
-            max_rel_error=0.4, group_size=_BLOCK, scale_bytes=4,
+            "bnb_fp4",
+            "bitsandbytes",
+            4,
+            "bitsandbytes FP4, fp32 block scales",
+            max_rel_error=0.4,
+            group_size=_BLOCK,
+            scale_bytes=4,
             options={"quant_type": "fp4", "double_quant": False},
         ),
         Precision(
-            "bnb_int8", "bitsandbytes", 8, "bitsandbytes LLM.int8 (outlier threshold 6)",
-            max_rel_error=0.05, scale_bytes=4, options={"quant_type": "int8"},
+            "bnb_int8",
+            "bitsandbytes",
+            8,
+            "bitsandbytes LLM.int8 (outlier threshold 6)",
+            max_rel_error=0.05,
+            scale_bytes=4,
+            options={"quant_type": "int8"},
         ),
     )
 
@@ -64,22 +84,28 @@ class BitsandbytesBackend:
             new: nn.Module
             if precision.options["quant_type"] == "int8":
                 new = bnb.nn.Linear8bitLt(
-                    linear.in_features, linear.out_features, bias=has_bias,
-                    has_fp16_weights=False, threshold=6.0, device="meta",
+                    linear.in_features,
+                    linear.out_features,
+                    bias=has_bias,
+                    has_fp16_weights=False,
+                    threshold=6.0,
+                    device="meta",
                 )
-                new.weight = bnb.nn.Int8Params(
-                    weight, requires_grad=False, has_fp16_weights=False
-                )
+                new.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
             else:
                 new = bnb.nn.Linear4bit(
-                    linear.in_features, linear.out_features, bias=has_bias,
+                    linear.in_features,
+                    linear.out_features,
+                    bias=has_bias,
                     compute_dtype=weight.dtype,
                     quant_type=precision.options["quant_type"],
                     compress_statistics=precision.options["double_quant"],
-                    quant_storage=torch.uint8, device="meta",
+                    quant_storage=torch.uint8,
+                    device="meta",
                 )
                 new.weight = bnb.nn.Params4bit(
-                    weight, requires_grad=False,
+                    weight,
+                    requires_grad=False,
                     quant_type=precision.options["quant_type"],
                     compress_statistics=precision.options["double_quant"],
                     blocksize=_BLOCK,

@@ -43,19 +43,40 @@ class GGUFBackend:
     """llama.cpp's block formats, through the file format and diffusers' loader."""
 
     name = "gguf"
-    distribution = "gguf"
-    precisions = (
+    distribution: str | None = "gguf"
+    precisions: tuple[Precision, ...] = (
         Precision(
-            "gguf_q8_0", "gguf", 8, "GGUF Q8_0 (fp16 scale per 32)", max_rel_error=0.03,
-            group_size=_BLOCK, scale_bytes=2, in_multiple=_BLOCK, options={"type": "Q8_0"},
+            "gguf_q8_0",
+            "gguf",
+            8,
+            "GGUF Q8_0 (fp16 scale per 32)",
+            max_rel_error=0.03,
+            group_size=_BLOCK,
+            scale_bytes=2,
+            in_multiple=_BLOCK,
+            options={"type": "Q8_0"},
         ),
         Precision(
-            "gguf_q5_0", "gguf", 5, "GGUF Q5_0 (fp16 scale per 32)", max_rel_error=0.15,
-            group_size=_BLOCK, scale_bytes=2, in_multiple=_BLOCK, options={"type": "Q5_0"},
+            "gguf_q5_0",
+            "gguf",
+            5,
+            "GGUF Q5_0 (fp16 scale per 32)",
+            max_rel_error=0.15,
+            group_size=_BLOCK,
+            scale_bytes=2,
+            in_multiple=_BLOCK,
+            options={"type": "Q5_0"},
         ),
         Precision(
-            "gguf_q4_0", "gguf", 4, "GGUF Q4_0 (fp16 scale per 32)", max_rel_error=0.3,
-            group_size=_BLOCK, scale_bytes=2, in_multiple=_BLOCK, options={"type": "Q4_0"},
+            "gguf_q4_0",
+            "gguf",
+            4,
+            "GGUF Q4_0 (fp16 scale per 32)",
+            max_rel_error=0.3,
+            group_size=_BLOCK,
+            scale_bytes=2,
+            in_multiple=_BLOCK,
+            options={"type": "Q4_0"},
         ),
     )
 
@@ -81,7 +102,9 @@ class GGUFBackend:
             device, dtype = linear.weight.device, linear.weight.dtype
             with torch.device("meta"):
                 new = GGUFLinear(
-                    linear.in_features, linear.out_features, linear.bias is not None,
+                    linear.in_features,
+                    linear.out_features,
+                    linear.bias is not None,
                     compute_dtype=dtype,
                 )
             new.weight = loaded[f"{name}.weight"].to(device)

@@ -43,13 +43,15 @@ def _first_float_dtype(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.d
 def add_dtype_boundary(module: nn.Module, dtype: torch.dtype) -> None:
     """Run ``module`` in ``dtype`` while its caller keeps its own dtype."""
 
+    caller: dict[str, torch.dtype | None] = {"dtype": None}
+
     def pre_hook(mod: nn.Module, args: Any, kwargs: Any) -> tuple[Any, Any]:
-        mod._autoq_caller_dtype = _first_float_dtype(args, kwargs)
+        caller["dtype"] = _first_float_dtype(args, kwargs)
         return _cast_tree(args, dtype), _cast_tree(kwargs, dtype)
 
     def post_hook(mod: nn.Module, args: Any, kwargs: Any, output: Any) -> Any:
-        caller = getattr(mod, "_autoq_caller_dtype", None)
-        return output if caller is None else _cast_tree(output, caller)
+        back = caller["dtype"]
+        return output if back is None else _cast_tree(output, back)
 
     module.register_forward_pre_hook(pre_hook, with_kwargs=True)
     module.register_forward_hook(post_hook, with_kwargs=True)
@@ -60,8 +62,8 @@ class NativeBackend:
     measured against."""
 
     name = "torch"
-    distribution = "torch"
-    precisions = (
+    distribution: str | None = "torch"
+    precisions: tuple[Precision, ...] = (
         Precision("fp32", "torch", 32, "float32 reference", max_rel_error=1e-6),
         Precision("fp16", "torch", 16, "float16 weights and compute", max_rel_error=0.01),
         Precision("bf16", "torch", 16, "bfloat16 weights and compute", max_rel_error=0.05),
@@ -92,7 +94,7 @@ class NativeBackend:
                     layer._buffers[key] = buf.to(dtype)
         if dtype == torch.float32:
             return
-        kept = {name: layer for name, layer in module.named_modules() if id(layer) not in target_ids}
+        kept = {n: layer for n, layer in module.named_modules() if id(layer) not in target_ids}
         for name, layer in kept.items():
             # Descendants of a skipped module are skipped too: only the outermost needs casts.
             if name and name.rpartition(".")[0] not in kept:

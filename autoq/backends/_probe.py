@@ -10,19 +10,27 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from autoq.backends._base import BACKENDS, get_precision, list_precisions
 from autoq.backends._bytes import weight_bytes
 from autoq.backends._quiet import quiet
+from autoq.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["ProbeResult", "available_precisions", "cache_dir", "probe_all", "probe_precision"]
+__all__ = [
+    "ProbeResult",
+    "available_precisions",
+    "cache_dir",
+    "probe_all",
+    "probe_precision",
+    "resolve_device",
+]
 
 _CACHE_VERSION = 1
 
@@ -101,7 +109,7 @@ def _run_probe(name: str, device: torch.device) -> ProbeResult:
     from autoq.backends._apply import apply_precision
 
     spec = get_precision(name)
-    base = {"precision": name, "backend": spec.backend, "device": str(device)}
+    base: dict[str, Any] = {"precision": name, "backend": spec.backend, "device": str(device)}
     reason = BACKENDS[spec.backend].check_environment(spec, device)
     if reason is not None:
         return ProbeResult(**base, usable=False, reason=reason)
@@ -117,16 +125,46 @@ def _run_probe(name: str, device: torch.device) -> ProbeResult:
     except Exception as exc:
         cause = exc.__cause__ or exc
         return ProbeResult(
-            **base, usable=False, reason=f"{type(cause).__name__}: {cause}".strip()[:300],
+            **base,
+            usable=False,
+            reason=f"{type(cause).__name__}: {cause}".strip()[:300],
             seconds=time.perf_counter() - start,
         )
     seconds = time.perf_counter() - start
     if not error < spec.max_rel_error:  # also catches NaN
         return ProbeResult(
-            **base, usable=False, rel_error=error, bytes_ratio=ratio, seconds=seconds,
+            **base,
+            usable=False,
+            rel_error=error,
+            bytes_ratio=ratio,
+            seconds=seconds,
             reason=f"output error {error:.3g} vs fp32 exceeds its bound {spec.max_rel_error}",
         )
     return ProbeResult(**base, usable=True, rel_error=error, bytes_ratio=ratio, seconds=seconds)
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """Parse ``device`` (default CPU) and check that it exists here.
+
+    Raises:
+        ConfigError: The name is not a torch device, or names a GPU this machine lacks.
+    """
+    import torch
+
+    try:
+        resolved = torch.device(device or "cpu")
+    except RuntimeError:
+        raise ConfigError(
+            f"Unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'."
+        ) from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (resolved.index or 0) >= count:
+            raise ConfigError(
+                f"Device {device!r} is not available: this machine has {count} CUDA device(s). "
+                "Use --device cpu, or install a CUDA build of torch (README: GPU install)."
+            )
+    return resolved
 
 
 def probe_precision(
@@ -147,9 +185,7 @@ def probe_all(
     only: list[str] | None = None,
 ) -> list[ProbeResult]:
     """Probe every registered precision (or ``only`` these) on ``device``, cached."""
-    import torch
-
-    device = torch.device(device or "cpu")
+    device = resolve_device(device)
     names = only if only is not None else [p.name for p in list_precisions()]
     path = _cache_file(device)
     cached = {} if refresh else _load_cache(path)

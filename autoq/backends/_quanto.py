@@ -20,21 +20,37 @@ class QuantoBackend:
     """Weight quantization with optimum-quanto's `quantize` + `freeze`."""
 
     name = "quanto"
-    distribution = "optimum-quanto"
-    precisions = (
+    distribution: str | None = "optimum-quanto"
+    precisions: tuple[Precision, ...] = (
         Precision(
-            "quanto_int8", "quanto", 8, "quanto qint8 weights (Linear + Conv2d)",
-            max_rel_error=0.05, scale_bytes=4, layers=("linear", "conv"),
+            "quanto_int8",
+            "quanto",
+            8,
+            "quanto qint8 weights (Linear + Conv2d)",
+            max_rel_error=0.05,
+            scale_bytes=4,
+            layers=("linear", "conv"),
             options={"weights": "qint8"},
         ),
         Precision(
-            "quanto_int4", "quanto", 4, "quanto qint4 weights, group 128 (Linear + Conv2d)",
-            max_rel_error=0.5, group_size=128, scale_bytes=8, layers=("linear", "conv"),
+            "quanto_int4",
+            "quanto",
+            4,
+            "quanto qint4 weights, group 128 (Linear + Conv2d)",
+            max_rel_error=0.5,
+            group_size=128,
+            scale_bytes=8,
+            layers=("linear", "conv"),
             options={"weights": "qint4"},
         ),
         Precision(
-            "quanto_float8", "quanto", 8, "quanto qfloat8 (e4m3) weights (Linear + Conv2d)",
-            max_rel_error=0.25, scale_bytes=4, layers=("linear", "conv"),
+            "quanto_float8",
+            "quanto",
+            8,
+            "quanto qfloat8 (e4m3) weights (Linear + Conv2d)",
+            max_rel_error=0.25,
+            scale_bytes=4,
+            layers=("linear", "conv"),
             options={"weights": "qfloat8"},
         ),
     )

@@ -37,7 +37,8 @@ def _config(precision: Precision) -> Any:
         return Int4WeightOnlyConfig(group_size=precision.group_size)
     if kind == "intx4_weight_only":
         return IntxWeightOnlyConfig(
-            weight_dtype=torch.int4, granularity=PerGroup(precision.group_size)
+            weight_dtype=torch.int4,  # type: ignore[attr-defined]  # missing from torch's stubs
+            granularity=PerGroup(precision.group_size),
         )
     raise ValueError(f"Unknown torchao config {kind!r}.")
 
@@ -46,24 +47,47 @@ class TorchaoBackend:
     """PyTorch-native quantized tensor subclasses from torchao."""
 
     name = "torchao"
-    distribution = "torchao"
-    precisions = (
+    distribution: str | None = "torchao"
+    precisions: tuple[Precision, ...] = (
         Precision(
-            "ao_int8wo", "torchao", 8, "torchao int8 weight-only, per channel",
-            max_rel_error=0.03, scale_bytes=5, options={"config": "int8_weight_only"},
+            "ao_int8wo",
+            "torchao",
+            8,
+            "torchao int8 weight-only, per channel",
+            max_rel_error=0.03,
+            scale_bytes=5,
+            options={"config": "int8_weight_only"},
         ),
         Precision(
-            "ao_int8dq", "torchao", 8, "torchao int8 dynamic activations + int8 weights",
-            max_rel_error=0.05, scale_bytes=5, options={"config": "int8_dynamic"},
+            "ao_int8dq",
+            "torchao",
+            8,
+            "torchao int8 dynamic activations + int8 weights",
+            max_rel_error=0.05,
+            scale_bytes=5,
+            options={"config": "int8_dynamic"},
         ),
         Precision(
-            "ao_int4wo", "torchao", 4, "torchao int4 weight-only, tinygemm packing",
-            max_rel_error=0.35, group_size=64, scale_bytes=4, in_multiple=64,
+            "ao_int4wo",
+            "torchao",
+            4,
+            "torchao int4 weight-only, tinygemm packing",
+            max_rel_error=0.35,
+            group_size=64,
+            scale_bytes=4,
+            in_multiple=64,
             options={"config": "int4_weight_only"},
         ),
         Precision(
-            "ao_intx4", "torchao", 4, "torchao int4 weight-only, unpacked to int8",
-            max_rel_error=0.35, group_size=32, scale_bytes=5, in_multiple=32, storage_bits=8,
+            "ao_intx4",
+            "torchao",
+            4,
+            "torchao int4 weight-only, unpacked to int8",
+            max_rel_error=0.35,
+            group_size=32,
+            scale_bytes=5,
+            in_multiple=32,
+            storage_bits=8,
             options={"config": "intx4_weight_only"},
         ),
     )

@@ -90,4 +90,3 @@ COMPONENTS = {
     "text_encoder": Component("text_encoder", _text_encoder, _run_text_encoder),
     "vae": Component("vae", _vae, _run_vae),
 }
-

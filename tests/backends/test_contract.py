@@ -19,7 +19,6 @@ from autoq.backends import (
     weight_bytes,
 )
 from autoq.errors import PrecisionUnavailableError
-
 from tests.backends.components import COMPONENTS, Component
 
 PRECISIONS = [p.name for p in list_precisions()]
@@ -62,7 +61,8 @@ def test_precision_contract(precision: str, component: Component) -> None:
 
     after = weight_bytes(quantized)
     if spec.is_float_cast:
-        floats = [t for t in [*reference.parameters(), *reference.buffers()] if t.is_floating_point()]
+        tensors = [*reference.parameters(), *reference.buffers()]
+        floats = [t for t in tensors if t.is_floating_point()]
         float_bytes = sum(t.numel() * 4 for t in floats)
         assert after == before - float_bytes + float_bytes * spec.weight_bits // 32
         return
@@ -102,4 +102,3 @@ def test_skip_keeps_named_modules(precision: str) -> None:
 
 def _has_w(module: torch.nn.Module) -> bool:
     return isinstance(getattr(module, "weight", None), torch.Tensor)
-
