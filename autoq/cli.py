@@ -45,6 +45,10 @@ def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
         return [row for i, item in enumerate(value) for row in _flatten(f"{prefix}[{i}]", item)]
     if isinstance(value, list | tuple):
         return [(prefix, ", ".join(map(str, value)) or "-")]
+    if isinstance(value, int) and prefix.endswith("_bytes"):
+        return [(prefix, f"{value / 2**30:.1f} GiB")]
+    if isinstance(value, float):
+        return [(prefix, f"{value:,.1f}")]
     return [(prefix, "-" if value is None else str(value))]
 
 
@@ -84,23 +88,23 @@ def backends(
         typer.echo(json.dumps([r.model_dump() for r in results], indent=2))
         return
     table = Table(title=f"Precisions on {device}")
-    for column in ("precision", "backend", "bits", "layers", "usable", "error vs fp32", "bytes"):
-        table.add_column(column, no_wrap=column in ("precision", "backend"))
-    table.add_column("why not", overflow="fold")
+    for column in ("precision", "backend", "layers", "usable", "error", "bytes"):
+        table.add_column(column, no_wrap=True)
     for r in results:
         spec = get_precision(r.precision)
         table.add_row(
             r.precision,
             r.backend,
-            str(spec.weight_bits),
-            "+".join(spec.layers) if not spec.is_float_cast else "all",
+            "all" if spec.is_float_cast else "+".join(spec.layers),
             "[green]yes[/]" if r.usable else "[red]no[/]",
             "-" if r.rel_error is None else f"{r.rel_error:.4f}",
             "-" if r.bytes_ratio is None else f"{r.bytes_ratio:.2f}x",
-            r.reason or "",
         )
     console.print(table)
-    console.print("bytes: probe network's weight bytes relative to fp32.")
+    console.print("error: relative output error vs fp32; bytes: weight bytes vs fp32 (probe net)")
+    for r in results:
+        if not r.usable:
+            console.print(f"[red]{r.precision}[/] unusable: {r.reason}", highlight=False)
 
 
 def main() -> None:
