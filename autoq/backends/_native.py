@@ -1,8 +1,10 @@
 """Plain dtype casts: fp32 (the reference), fp16 and bf16.
 
 A cast component stays a drop-in: floating inputs are cast to its dtype on entry and its
-outputs back to the caller's dtype, so a pipeline can mix precisions per component.
-Skipped sub-modules keep fp32 weights and get the same boundary casts.
+outputs back to the caller's dtype, so a pipeline can mix precisions per component. The
+casts sit on the component's top-level sub-modules, not on its ``forward``, because
+pipelines also call other methods (``vae.decode``). Skipped sub-modules keep fp32 weights
+and get the same boundary casts.
 """
 
 from __future__ import annotations
@@ -57,6 +59,23 @@ def add_dtype_boundary(module: nn.Module, dtype: torch.dtype) -> None:
     module.register_forward_hook(post_hook, with_kwargs=True)
 
 
+def _entry_points(module: nn.Module) -> list[nn.Module]:
+    """The sub-modules a component's methods call directly: its children, looking through
+    containers that are never called themselves (``ModuleList``, ``ModuleDict``)."""
+    from torch import nn
+
+    children = list(module.children())
+    if not children:
+        return [module]
+    entries: list[nn.Module] = []
+    for child in children:
+        if isinstance(child, nn.ModuleList | nn.ModuleDict):
+            entries.extend(_entry_points(child))
+        else:
+            entries.append(child)
+    return entries
+
+
 class NativeBackend:
     """Casts weights with torch itself; fp32 is the reference every other precision is
     measured against."""
@@ -99,7 +118,10 @@ class NativeBackend:
             # Descendants of a skipped module are skipped too: only the outermost needs casts.
             if name and name.rpartition(".")[0] not in kept:
                 add_dtype_boundary(layer, torch.float32)
-        add_dtype_boundary(module, dtype)
+        kept_ids = {id(layer) for layer in kept.values()}
+        for entry in _entry_points(module):
+            if id(entry) not in kept_ids:
+                add_dtype_boundary(entry, dtype)
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         return None

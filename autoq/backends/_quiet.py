@@ -8,7 +8,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["quiet"]
+__all__ = ["quiet", "silence_libraries"]
 
 
 @contextlib.contextmanager
@@ -27,3 +27,31 @@ def quiet() -> Iterator[None]:
             yield
         finally:
             logging.disable(previous)
+
+
+_NOISY = ("diffusers", "transformers", "torchao", "bitsandbytes", "optimum.quanto", "gguf")
+
+
+def silence_libraries() -> None:
+    """Import the model and quantization libraries once, quietly, and keep them quiet.
+
+    Their import-time chatter and load-time progress bars are noise in autoq's output;
+    autoq reports progress and problems itself.
+    """
+    import importlib
+    import importlib.util
+
+    with quiet():
+        for name in _NOISY:
+            if importlib.util.find_spec(name.split(".")[0]) is not None:
+                importlib.import_module(name)
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    for name in _NOISY:
+        warnings.filterwarnings("ignore", module=name.replace(".", r"\."))
+    warnings.filterwarnings("ignore", category=FutureWarning)

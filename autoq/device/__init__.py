@@ -11,6 +11,7 @@ from autoq.device._cgroup import available_memory, effective_memory_limit
 from autoq.device._fingerprint import SCHEMA_VERSION, Fingerprint, fingerprint
 from autoq.device._gpu import GpuInfo
 from autoq.device._identity import CpuInfo, DeviceIdentity, SoftwareVersions
+from autoq.device._memory import PeakMemory
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -20,6 +21,7 @@ __all__ = [
     "Fingerprint",
     "GpuInfo",
     "Measurements",
+    "PeakMemory",
     "SoftwareVersions",
     "available_memory",
     "effective_memory_limit",

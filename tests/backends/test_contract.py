@@ -102,3 +102,17 @@ def test_skip_keeps_named_modules(precision: str) -> None:
 
 def _has_w(module: torch.nn.Module) -> bool:
     return isinstance(getattr(module, "weight", None), torch.Tensor)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_precision_runs_under_peak_memory_tracking(precision: str) -> None:
+    """The tuner measures CPU peak memory with a dispatch mode; every backend must run
+    inside it (subclasses with only __torch_function__, like GGUF's, included)."""
+    from autoq.device import PeakMemory
+
+    _usable_or_skip(precision)
+    model = apply_precision(torch.nn.Sequential(torch.nn.Linear(64, 256)), precision)
+    with torch.no_grad(), PeakMemory("cpu") as peak:
+        out = model(torch.randn(8, 64))
+    assert out.shape == (8, 256)
+    assert peak.peak_bytes >= 8 * 256 * 2  # at least the output activation

@@ -1,0 +1,123 @@
+"""Turn a plan into a diffusers pipeline, reusing quantized components across plans."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from autoq.errors import ConfigError
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+    from torch import nn
+
+    from autoq.pipeline._plan import PipelinePlan
+
+__all__ = ["ComponentCache", "assemble", "compatible_schedulers", "module_components"]
+
+
+def module_components(pipe: DiffusionPipeline) -> dict[str, nn.Module]:
+    """The pipeline's torch-module components (``unet`` or ``transformer``, every
+    ``text_encoder*``, ``vae``, ...), discovered from the pipeline itself."""
+    from torch import nn
+
+    return {name: c for name, c in pipe.components.items() if isinstance(c, nn.Module)}
+
+
+def compatible_schedulers(pipe: DiffusionPipeline) -> list[str]:
+    """Plan scheduler names that can replace this pipeline's own scheduler."""
+    from autoq.pipeline._plan import SCHEDULERS
+
+    own = type(pipe.scheduler)
+    allowed = {cls.__name__ for cls in getattr(pipe.scheduler, "compatibles", [])} | {own.__name__}
+    return [name for name, cls in SCHEDULERS.items() if cls is None or cls in allowed]
+
+
+def _scheduler(pipe: DiffusionPipeline, name: str) -> Any:
+    import diffusers
+
+    from autoq.pipeline._plan import SCHEDULERS
+
+    class_name = SCHEDULERS[name]
+    if class_name is None:
+        return copy.deepcopy(pipe.scheduler)
+    if name not in compatible_schedulers(pipe):
+        raise ConfigError(
+            f"Scheduler {name!r} is not compatible with {type(pipe.scheduler).__name__}; "
+            f"valid here: {compatible_schedulers(pipe)}."
+        )
+    return getattr(diffusers, class_name).from_config(pipe.scheduler.config)
+
+
+class ComponentCache:
+    """Quantized components, built once per (component, precision, protect) and reused.
+
+    Least recently used entries are evicted once their weights exceed ``max_bytes``.
+    Thread-safe; a cached module is shared by every pipeline that uses it, so it must only
+    be used for inference.
+    """
+
+    def __init__(self, base: DiffusionPipeline, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ConfigError(f"max_bytes must be positive, but got {max_bytes}.")
+        self.base = base
+        self.max_bytes = max_bytes
+        self._modules = module_components(base)
+        self._entries: OrderedDict[tuple[str, str, tuple[str, ...]], tuple[nn.Module, int]]
+        self._entries = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, component: str, precision: str, protect: tuple[str, ...] = ()) -> nn.Module:
+        """The ``component`` of the base pipeline stored in ``precision``."""
+        from autoq.backends import PROTECT_PRESETS, apply_precision, weight_bytes
+
+        if component not in self._modules:
+            raise ConfigError(
+                f"Unknown component {component!r}; this pipeline has {sorted(self._modules)}."
+            )
+        key = (component, precision, tuple(sorted(protect)))
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return self._entries[key][0]
+            self.misses += 1
+            base = self._modules[component]
+            if precision == "fp32" and not protect and _is_fp32(base):
+                module = base  # the reference: no copy needed
+            else:
+                skip = [p for group in protect for p in PROTECT_PRESETS[group]]
+                module = apply_precision(copy.deepcopy(base), precision, skip=skip)
+            size = weight_bytes(module)
+            self._entries[key] = (module, size)
+            while (
+                sum(s for _, s in self._entries.values()) > self.max_bytes
+                and len(self._entries) > 1
+            ):
+                self._entries.popitem(last=False)
+            return module
+
+
+def _is_fp32(module: nn.Module) -> bool:
+    import torch
+
+    return all(p.dtype == torch.float32 for p in module.parameters() if p.is_floating_point())
+
+
+def assemble(cache: ComponentCache, plan: PipelinePlan) -> DiffusionPipeline:
+    """A pipeline of the base pipeline's class whose components follow ``plan``.
+
+    Components the plan does not name stay as in the base pipeline.
+    """
+    base = cache.base
+    components = dict(base.components)
+    for name, precision in plan.precisions.items():
+        components[name] = cache.get(name, precision, plan.protect.get(name, ()))
+    components["scheduler"] = _scheduler(base, plan.scheduler)
+    pipe = type(base)(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,24 @@
+"""Profiles: versioned JSON of the Pareto-optimal tiers `autoq tune` found for a device."""
+
+from autoq.profile._io import read_profile, write_profile
+from autoq.profile._model import (
+    SCHEMA_VERSION,
+    Constraints,
+    Metrics,
+    ModelIdentity,
+    Profile,
+    StudyInfo,
+    Tier,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Constraints",
+    "Metrics",
+    "ModelIdentity",
+    "Profile",
+    "StudyInfo",
+    "Tier",
+    "read_profile",
+    "write_profile",
+]

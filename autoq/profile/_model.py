@@ -1,0 +1,161 @@
+"""The profile: a device's Pareto-optimal tiers for one model, as versioned JSON."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from autoq.device import Fingerprint
+from autoq.pipeline import PipelinePlan
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Constraints",
+    "Metrics",
+    "ModelIdentity",
+    "Profile",
+    "StudyInfo",
+    "Tier",
+]
+
+SCHEMA_VERSION = 1
+
+
+class Metrics(BaseModel):
+    """What one plan measured on this device."""
+
+    model_config = ConfigDict(frozen=True)
+
+    clip_score: float
+    """Mean CLIP score (torchmetrics definition: 100 x cosine) over the prompts."""
+    clip_score_std: float
+    psnr: float | None = None
+    """Mean PSNR (dB) against the reference images; ``None`` for the reference itself."""
+    ssim: float | None = None
+    latency_s: float
+    """Median seconds of one end-to-end generation."""
+    latency_p90_s: float
+    peak_memory_bytes: int
+    """Weights of every component plus the activation peak of one generation."""
+    weight_bytes: int
+    memory_method: str
+
+
+class ModelIdentity(BaseModel):
+    """Which model a profile was tuned for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    """Hub id or local folder as given to ``from_pretrained`` (``zoo:shapes`` for the zoo)."""
+    content_hash: str
+    """sha256 over the model folder's files: a renamed copy is the same model."""
+    pipeline_class: str
+
+
+class Constraints(BaseModel):
+    """The limits every tier of the profile meets."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_memory_bytes: int | None = Field(default=None, gt=0)
+    max_latency_s: float | None = Field(default=None, gt=0)
+    min_clip_score: float | None = None
+    max_clip_drop_pct: float | None = Field(default=None, ge=0, lt=100)
+
+    def effective_min_clip(self, reference_clip: float) -> float | None:
+        """The absolute CLIP floor: the stricter of the absolute and relative limits."""
+        floors = [self.min_clip_score] if self.min_clip_score is not None else []
+        if self.max_clip_drop_pct is not None:
+            floors.append(reference_clip * (1 - self.max_clip_drop_pct / 100))
+        return max(floors) if floors else None
+
+    def violations(self, metrics: Metrics, reference_clip: float) -> list[float]:
+        """Optuna constraint values (``<= 0`` is feasible): memory, latency, quality."""
+        floor = self.effective_min_clip(reference_clip)
+        return [
+            metrics.peak_memory_bytes - self.max_memory_bytes if self.max_memory_bytes else 0.0,
+            metrics.latency_s - self.max_latency_s if self.max_latency_s else 0.0,
+            floor - metrics.clip_score if floor is not None else 0.0,
+        ]
+
+
+class Tier(BaseModel):
+    """One operating point: a plan and what it measured."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    plan: PipelinePlan
+    metrics: Metrics
+    trial: int | None = None
+    samples: list[str] = Field(default_factory=list)
+    """Sample image paths, relative to the profile file."""
+
+    def to_diffusers(self) -> Any:
+        """This tier's precisions as diffusers' own ``PipelineQuantizationConfig``.
+
+        Raises:
+            BackendError: A precision has no diffusers loader equivalent.
+        """
+        from autoq.profile._diffusers import to_pipeline_quantization_config
+
+        return to_pipeline_quantization_config(self.plan)
+
+
+class StudyInfo(BaseModel):
+    """Where the Optuna study behind a profile lives and how it ran."""
+
+    model_config = ConfigDict(frozen=True)
+
+    storage: str
+    study_name: str
+    sampler: str
+    seed: int
+    trials_completed: int
+    trials_failed: int
+    trials_pruned: int
+
+
+class Profile(BaseModel):
+    """Pareto-optimal tiers of one model on one device, best quality first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    autoq_version: str
+    created: datetime
+    fingerprint: Fingerprint
+    model: ModelIdentity
+    constraints: Constraints
+    prompts: list[str]
+    seeds: list[int]
+    guidance_scale: float
+    reference: Tier
+    tiers: list[Tier] = Field(min_length=1)
+    study: StudyInfo
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(
+                f"profile schema_version {value} is not supported by this autoq "
+                f"(expects {SCHEMA_VERSION}); re-run `autoq tune` or upgrade autoq."
+            )
+        return value
+
+    def tier(self, name: str) -> Tier:
+        """The tier called ``name``.
+
+        Raises:
+            ConfigError: No tier has that name; the message lists them.
+        """
+        from autoq.errors import ConfigError
+
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise ConfigError(f"Unknown tier {name!r}; valid: {[t.name for t in self.tiers]}.")

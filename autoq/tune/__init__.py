@@ -1,0 +1,17 @@
+"""`autoq tune`: multi-objective search over per-component precision, steps and scheduler."""
+
+from autoq.tune._config import Sampler, TuneConfig, parse_size, read_prompts
+from autoq.tune._space import PROTECT_GROUPS, SearchSpace
+from autoq.tune._study import TuneResult, export_profile, tune
+
+__all__ = [
+    "PROTECT_GROUPS",
+    "Sampler",
+    "SearchSpace",
+    "TuneConfig",
+    "TuneResult",
+    "export_profile",
+    "parse_size",
+    "read_prompts",
+    "tune",
+]

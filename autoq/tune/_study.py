@@ -1,0 +1,544 @@
+"""`tune`: the Optuna study behind `autoq tune`, and the profile written from it."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoq._logging import get_logger
+from autoq.errors import ConfigError
+from autoq.pipeline import PipelinePlan
+from autoq.profile import (
+    Constraints,
+    Metrics,
+    ModelIdentity,
+    Profile,
+    StudyInfo,
+    Tier,
+    write_profile,
+)
+from autoq.tune._config import TuneConfig
+from autoq.tune._space import SearchSpace
+from autoq.tune._tiers import feasible, select_tiers, tier_names
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+    from PIL.Image import Image
+
+    from autoq.tune._model import LoadedModel
+
+__all__ = ["TuneResult", "export_profile", "tune"]
+
+log = get_logger("autoq.tune")
+
+DIRECTIONS = ["maximize", "minimize", "minimize"]  # CLIP score, latency s, peak memory MiB
+CONSTRAINTS = ("memory", "latency", "quality")  # Trial.set_constraint keys, <= 0 is feasible
+
+
+class TuneResult:
+    """What a tune produced: the profile file and its parsed content."""
+
+    def __init__(self, path: Path, profile: Profile, interrupted: bool) -> None:
+        self.path = path
+        self.profile = profile
+        self.interrupted = interrupted
+
+
+def _device(name: str | None) -> torch.device:
+    import torch
+
+    from autoq.backends import resolve_device
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(name)
+
+
+def _space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -> SearchSpace:
+    from autoq.backends import available_precisions
+    from autoq.pipeline import compatible_schedulers, module_components
+
+    usable = available_precisions(device)
+    wanted = list(config.precisions) if config.precisions else usable
+    unusable = [p for p in wanted if p not in usable]
+    if unusable:
+        raise ConfigError(
+            f"Precision(s) {unusable} are not usable on {device}; "
+            "`autoq backends` lists the usable ones and why the others are not."
+        )
+    options = tuple(p for p in usable if p in wanted)
+    schedulers = compatible_schedulers(loaded.pipe)
+    if config.schedulers:
+        bad = [s for s in config.schedulers if s not in schedulers]
+        if bad:
+            raise ConfigError(f"Scheduler(s) {bad} do not fit this model; valid: {schedulers}.")
+        schedulers = list(config.schedulers)
+    return SearchSpace(
+        precisions={name: options for name in module_components(loaded.pipe)},
+        steps=config.steps or (10, 30),
+        step_size=config.step_size,
+        schedulers=tuple(schedulers),
+        protect=config.protect,
+    )
+
+
+def _sampler(config: TuneConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    # Constraints reach NSGA-II and TPE through `Trial.set_constraint` in the objective.
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=config.seed)
+    if config.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=config.seed, multivariate=True)
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=config.seed)
+    return optuna.samplers.GridSampler(space.grid(), seed=config.seed)
+
+
+def _storage(config: TuneConfig, stem: str) -> str:
+    if config.storage:
+        return config.storage
+    config.profiles_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(config.profiles_dir / f'{stem}.optuna.db').resolve()}"
+
+
+def _save_images(images: list[Image], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"{i:02d}.png"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+def _load_images(folder: Path, count: int) -> list[Image] | None:
+    from PIL import Image as PILImage
+
+    paths = [folder / f"{i:02d}.png" for i in range(count)]
+    if not all(p.is_file() for p in paths):
+        return None
+    return [PILImage.open(p).convert("RGB") for p in paths]
+
+
+class _Tuner:
+    """One worker's view of the study: builds plans, measures them, records results."""
+
+    def __init__(self, config: TuneConfig, loaded: LoadedModel, device: torch.device) -> None:
+        from autoq.backends import weight_bytes
+        from autoq.device import available_memory, fingerprint
+        from autoq.pipeline import ComponentCache, module_components
+
+        self.config = config
+        self.loaded = loaded
+        self.device = device
+        self.fingerprint = fingerprint(bench=False)
+        self.stem = f"{loaded.slug}-{self.fingerprint.fingerprint_id}"
+        self.workdir = config.profiles_dir / self.stem
+        loaded.pipe.to(device)
+        loaded.pipe.set_progress_bar_config(disable=True)
+        self.space = _space(config, loaded, device)
+        prompts = list(config.prompts or loaded.default_prompts or [])
+        if not prompts:
+            raise ConfigError("This model has no default prompts; pass --prompts FILE.")
+        self.prompts = prompts[: config.n_prompts]
+        self.seeds = [config.seed + i for i in range(len(self.prompts))]
+        self.guidance = (
+            config.guidance_scale if config.guidance_scale is not None else loaded.default_guidance
+        )
+        self.constraints = Constraints(
+            max_memory_bytes=config.max_memory_bytes,
+            max_latency_s=config.max_latency_s,
+            min_clip_score=config.min_clip_score,
+            max_clip_drop_pct=config.max_clip_drop_pct,
+        )
+        base_bytes = sum(weight_bytes(m) for m in module_components(loaded.pipe).values())
+        budget = config.cache_bytes or max(4 * base_bytes, available_memory() // 4)
+        self.cache = ComponentCache(loaded.pipe, budget)
+        self.base_modules = module_components(loaded.pipe)
+        self._estimates: dict[tuple[str, str], float] = {}
+        self.reference: Metrics | None = None
+        self.reference_plan = self.space.reference()
+        self.reference_images: list[Image] | None = None
+
+    # -- measurement ---------------------------------------------------------------
+
+    def measure(
+        self, plan: PipelinePlan, reference: list[Image] | None
+    ) -> tuple[Metrics, list[Image]]:
+        from autoq.pipeline import assemble
+        from autoq.tune._measure import measure_pipeline
+
+        pipe = assemble(self.cache, plan)
+        return measure_pipeline(
+            pipe,
+            prompts=self.prompts,
+            seeds=self.seeds,
+            steps=plan.steps,
+            guidance_scale=self.guidance,
+            scorer=self.loaded.scorer,
+            device=self.device,
+            reference=reference,
+        )
+
+    def ensure_reference(self, study: optuna.Study) -> Metrics:
+        """Measure the reference plan once per study; later runs reuse it and its images."""
+        folder = self.workdir / "reference"
+        stored = study.user_attrs.get("reference")
+        images = _load_images(folder, len(self.prompts))
+        if stored is not None and images is not None:
+            self.reference = Metrics.model_validate(stored["metrics"])
+            self.reference_images = images
+            return self.reference
+        log.info("reference_start", plan=self.reference_plan.describe())
+        metrics, images = self.measure(self.reference_plan, None)
+        _save_images(images, folder)
+        study.set_user_attr(
+            "reference",
+            {"metrics": metrics.model_dump(), "plan": self.reference_plan.model_dump(mode="json")},
+        )
+        self.reference, self.reference_images = metrics, images
+        log.info("reference_done", **metrics.model_dump())
+        return metrics
+
+    def estimate_weight_bytes(self, plan: PipelinePlan) -> float:
+        """Weights of ``plan`` from layer shapes and storage formats, without building it."""
+        from autoq.backends import get_precision, targets_for, weight_bytes
+
+        total = 0.0
+        for name, precision in plan.precisions.items():
+            key = (name, precision)
+            if key not in self._estimates:
+                module, spec = self.base_modules[name], get_precision(precision)
+                targets = targets_for(module, spec)
+                if spec.is_float_cast:
+                    self._estimates[key] = weight_bytes(module) * spec.weight_bits / 32
+                else:
+                    shapes = [tuple(m.weight.shape) for _, m in targets]
+                    full = sum(4 * _numel(s) for s in shapes)
+                    packed = sum(spec.expected_bytes(s) for s in shapes)
+                    self._estimates[key] = weight_bytes(module) - full + packed
+            total += self._estimates[key]
+        return total
+
+    # -- the objective ---------------------------------------------------------------
+
+    def _constrain(self, trial: optuna.Trial, metrics: Metrics) -> list[float]:
+        reference = self.reference or self.ensure_reference(trial.study)
+        violations = self.constraints.violations(metrics, reference.clip_score)
+        for key, value in zip(CONSTRAINTS, violations, strict=True):
+            trial.set_constraint(key, value)
+        return violations
+
+    def objective(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        import optuna
+
+        plan = self.space.suggest(trial)
+        plan_json = plan.model_dump(mode="json")
+        trial.set_user_attr("plan", plan_json)
+        same = _measured_twin(trial.study, plan_json)
+        if same is not None:  # a sampler may propose a plan again: reuse, don't re-measure
+            for key in ("metrics", "images"):
+                trial.set_user_attr(key, same.user_attrs[key])
+            trial.set_user_attr("twin_of", same.number)
+            self._constrain(trial, Metrics.model_validate(same.user_attrs["metrics"]))
+            return tuple(same.values)  # type: ignore[return-value]
+        estimate = self.estimate_weight_bytes(plan)
+        budget = self.config.max_memory_bytes
+        if budget is not None and estimate > budget:
+            reason = f"estimated weights {estimate / 2**20:.1f} MiB exceed the memory budget"
+            trial.set_user_attr("pruned", reason)
+            raise optuna.TrialPruned(reason)
+        try:
+            metrics, images = self.measure(plan, self.reference_images)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            log.warning("trial_failed", trial=trial.number, plan=plan.describe(), error=str(exc))
+            _release_memory(self.device)
+            raise
+        folder = self.workdir / "trials" / f"{trial.number:04d}"
+        _save_images(images, folder)
+        trial.set_user_attr("metrics", metrics.model_dump())
+        trial.set_user_attr("images", str(folder))
+        violations = self._constrain(trial, metrics)
+        log.info(
+            "trial_done",
+            trial=trial.number,
+            plan=plan.describe(),
+            clip=round(metrics.clip_score, 2),
+            latency_s=round(metrics.latency_s, 3),
+            peak_mib=round(metrics.peak_memory_bytes / 2**20, 1),
+            feasible=all(v <= 0 for v in violations),
+        )
+        return metrics.clip_score, metrics.latency_s, metrics.peak_memory_bytes / 2**20
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _release_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _measured_twin(
+    study: optuna.Study, plan_json: dict[str, Any]
+) -> optuna.trial.FrozenTrial | None:
+    from optuna.trial import TrialState
+
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.user_attrs.get("plan") == plan_json and "metrics" in other.user_attrs:
+            return other
+    return None
+
+
+def _counted(study: optuna.Study) -> int:
+    """Trials that count towards ``--trials``: everything finished except interruptions."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    )
+    return sum(1 for t in done if not t.user_attrs.get("interrupted"))
+
+
+def _study_context(tuner: _Tuner) -> dict[str, Any]:
+    """Everything `export_profile` needs to write a profile from the study alone."""
+    config = tuner.config
+    return {
+        "fingerprint": tuner.fingerprint.model_dump(mode="json"),
+        "model": tuner.loaded.identity.model_dump(),
+        "constraints": tuner.constraints.model_dump(),
+        "prompts": tuner.prompts,
+        "seeds": tuner.seeds,
+        "guidance_scale": tuner.guidance,
+        "tiers": config.tiers,
+        "sampler": config.sampler,
+        "seed": config.seed,
+        "workdir": str(tuner.workdir.resolve()),
+    }
+
+
+def tune(
+    config: TuneConfig,
+    *,
+    on_trial: Callable[[int, int, float | None], None] | None = None,
+) -> TuneResult:
+    """Search per-component precision, steps and scheduler; write a profile of tiers.
+
+    Re-running the same config resumes the study; Ctrl-C stops after writing the profile
+    from the trials done so far (the study stays resumable).
+
+    Args:
+        config: What to tune and under which constraints.
+        on_trial: Progress callback ``(trials counted, trials wanted, best feasible CLIP)``.
+
+    Returns:
+        The profile's path and content.
+
+    Raises:
+        ConfigError: Bad input, or no trial met the constraints.
+        ModelNotFoundError: The model or scorer cannot be loaded offline.
+    """
+    import optuna
+
+    from autoq.tune._model import load_model
+
+    from autoq.backends._quiet import silence_libraries
+
+    silence_libraries()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    device = _device(config.device)
+    loaded = load_model(config.model, config.scorer)
+    tuner = _Tuner(config, loaded, device)
+    study_name = config.study_name or tuner.stem
+    storage = _storage(config, tuner.stem)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        directions=DIRECTIONS,
+        sampler=_sampler(config, tuner.space),
+        load_if_exists=True,
+    )
+    for key, value in _study_context(tuner).items():
+        study.set_user_attr(key, value)
+    tuner.ensure_reference(study)
+    log.info(
+        "tune_start",
+        study=study_name,
+        storage=_redact(storage),
+        done=_counted(study),
+        wanted=config.trials,
+    )
+
+    def progress(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if on_trial is not None:
+            best = _best_feasible_clip(study, tuner)
+            on_trial(_counted(study), config.trials, best)
+
+    interrupted = False
+    remaining = config.trials - _counted(study)
+    if on_trial is not None:
+        on_trial(_counted(study), config.trials, _best_feasible_clip(study, tuner))
+    if remaining > 0:
+        from optuna.study import MaxTrialsCallback
+        from optuna.trial import TrialState
+
+        try:
+            study.optimize(
+                tuner.objective,
+                n_trials=remaining,
+                timeout=config.timeout_s,
+                catch=(Exception,),
+                callbacks=[
+                    progress,
+                    MaxTrialsCallback(
+                        config.trials,
+                        states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL),
+                    ),
+                ],
+                gc_after_trial=True,
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("tune_interrupted", done=_counted(study))
+    path, profile = _write(
+        study, storage, tuner.workdir, config.profiles_dir / f"{tuner.stem}.json"
+    )
+    log.info("profile_written", path=str(path), tiers=[t.name for t in profile.tiers])
+    return TuneResult(path, profile, interrupted)
+
+
+def _best_feasible_clip(study: optuna.Study, tuner: _Tuner) -> float | None:
+    if tuner.reference is None:
+        return None
+    ok = feasible(study.get_trials(deepcopy=False), tuner.constraints, tuner.reference.clip_score)
+    return max((m.clip_score for _, m in ok), default=None)
+
+
+def _redact(url: str) -> str:
+    """A storage URL without its password."""
+    import re
+
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _write(study: optuna.Study, storage: str, workdir: Path, path: Path) -> tuple[Path, Profile]:
+    from optuna.trial import TrialState
+
+    import autoq
+    from autoq.device import Fingerprint
+
+    attrs = study.user_attrs
+    if "reference" not in attrs or "fingerprint" not in attrs:
+        raise ConfigError(
+            f"Study {study.study_name!r} has no reference measurement yet; "
+            "run `autoq tune` against it first."
+        )
+    constraints = Constraints.model_validate(attrs["constraints"])
+    reference_metrics = Metrics.model_validate(attrs["reference"]["metrics"])
+    trials = study.get_trials(deepcopy=False)
+    chosen = select_tiers(
+        feasible(trials, constraints, reference_metrics.clip_score), attrs["tiers"]
+    )
+    if not chosen:
+        states = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
+        raise ConfigError(
+            f"No trial of study {study.study_name!r} meets the constraints "
+            f"(trials by state: {states}); relax --max-memory / --max-latency / "
+            "--min-clip-score, or run more --trials."
+        )
+    profile_dir = path.with_suffix("")
+    tiers = []
+    for name, (trial, metrics) in zip(tier_names(len(chosen)), chosen, strict=True):
+        samples = _copy_samples(
+            Path(trial.user_attrs.get("images", "")), profile_dir / "tiers" / name
+        )
+        tiers.append(
+            Tier(
+                name=name,
+                plan=PipelinePlan.model_validate(trial.user_attrs["plan"]),
+                metrics=metrics,
+                trial=trial.number,
+                samples=[str(p.relative_to(path.parent)) for p in samples],
+            )
+        )
+    reference_samples = _copy_samples(workdir / "reference", profile_dir / "reference")
+    profile = Profile(
+        autoq_version=autoq.__version__,
+        created=datetime.now(timezone.utc),
+        fingerprint=Fingerprint.model_validate(attrs["fingerprint"]),
+        model=ModelIdentity.model_validate(attrs["model"]),
+        constraints=constraints,
+        prompts=attrs["prompts"],
+        seeds=attrs["seeds"],
+        guidance_scale=attrs["guidance_scale"],
+        reference=Tier(
+            name="reference",
+            plan=PipelinePlan.model_validate(attrs["reference"]["plan"]),
+            metrics=reference_metrics,
+            samples=[str(p.relative_to(path.parent)) for p in reference_samples],
+        ),
+        tiers=tiers,
+        study=StudyInfo(
+            storage=_redact(storage),
+            study_name=study.study_name,
+            sampler=attrs["sampler"],
+            seed=attrs["seed"],
+            trials_completed=sum(1 for t in trials if t.state == TrialState.COMPLETE),
+            trials_failed=sum(1 for t in trials if t.state == TrialState.FAIL),
+            trials_pruned=sum(1 for t in trials if t.state == TrialState.PRUNED),
+        ),
+    )
+    return write_profile(profile, path), profile
+
+
+def _copy_samples(source: Path, target: Path) -> list[Path]:
+    """Copy a trial's images next to the profile (none if this machine lacks them)."""
+    if not source.is_dir() or source.resolve() == target.resolve():
+        return sorted(target.glob("*.png")) if target.is_dir() else []
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for image in sorted(source.glob("*.png")):
+        shutil.copy2(image, target / image.name)
+    return sorted(target.glob("*.png"))
+
+
+def export_profile(storage: str, study_name: str, profiles_dir: Path) -> TuneResult:
+    """Write the profile of a (possibly distributed) study from its storage alone.
+
+    Raises:
+        ConfigError: The study does not exist or has no feasible trial.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        raise ConfigError(
+            f"No study {study_name!r} in {_redact(storage)}; studies: {names}."
+        ) from None
+    fid = study.user_attrs.get("fingerprint", {}).get("fingerprint_id", "unknown")
+    slug = study.study_name if not fid or fid in study.study_name else f"{study.study_name}-{fid}"
+    workdir = Path(study.user_attrs.get("workdir", profiles_dir / slug))
+    path, profile = _write(study, storage, workdir, profiles_dir / f"{slug}.json")
+    return TuneResult(path, profile, interrupted=False)
+
