@@ -107,6 +107,165 @@ def backends(
             console.print(f"[red]{r.precision}[/] unusable: {r.reason}", highlight=False)
 
 
+@app.command()
+def tune(
+    model: str | None = typer.Option(
+        None, help="Hub id, pipeline folder or zoo:NAME (default: the embedded shapes model)."
+    ),
+    scorer: str | None = typer.Option(None, help="CLIPModel folder or hub id for CLIP scores."),
+    max_memory: str | None = typer.Option(None, help="Peak memory limit, e.g. 6GB or 512MiB."),
+    max_latency: float | None = typer.Option(None, help="Latency limit per image, seconds."),
+    min_clip_score: float | None = typer.Option(None, help="Absolute CLIP-score floor."),
+    max_clip_drop: float | None = typer.Option(
+        None, help="Largest CLIP-score drop vs the fp32 reference, in percent."
+    ),
+    trials: int = typer.Option(30, help="Trials in the study (a re-run resumes up to this)."),
+    timeout: float | None = typer.Option(None, help="Stop starting trials after SECONDS."),
+    sampler: str = typer.Option("nsga2", help="nsga2, tpe, random or grid."),
+    storage: str | None = typer.Option(
+        None, help="Optuna storage URL (default: SQLite in the profiles dir)."
+    ),
+    study: str | None = typer.Option(None, help="Study name (default: <model>-<fingerprint>)."),
+    prompts: str | None = typer.Option(None, help="Text file, one prompt per line."),
+    n_prompts: int = typer.Option(6, help="Prompts (with fixed seeds) measured per trial."),
+    profiles_dir: str = typer.Option("profiles", help="Where profiles and studies are written."),
+    tiers: int = typer.Option(4, help="Most tiers in the profile."),
+    seed: int = typer.Option(0, help="Sampler and generation seed."),
+    steps: str | None = typer.Option(None, help="Denoising-step range LOW:HIGH (default 10:30)."),
+    step_size: int = typer.Option(1, help="Step-count granularity."),
+    precisions: str | None = typer.Option(
+        None, help="Comma-separated precisions to search (default: all usable here)."
+    ),
+    schedulers: str | None = typer.Option(None, help="Comma-separated: default,dpmpp,euler,ddim."),
+    protect: bool = typer.Option(True, help="Offer per-component norm/io/embedding protection."),
+    device: str | None = typer.Option(None, help="cpu or cuda[:N] (default: cuda if present)."),
+) -> None:
+    """Search per-component precision, steps and scheduler; write a profile of tiers."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from autoq.tune import TuneConfig, parse_size, read_prompts
+    from autoq.tune import tune as run_tune
+
+    config = TuneConfig.create(
+        model=model,
+        scorer=scorer,
+        max_memory_bytes=parse_size(max_memory) if max_memory is not None else None,
+        max_latency_s=max_latency,
+        min_clip_score=min_clip_score,
+        max_clip_drop_pct=max_clip_drop,
+        trials=trials,
+        timeout_s=timeout,
+        sampler=sampler,
+        storage=storage,
+        study_name=study,
+        prompts=read_prompts(prompts) if prompts is not None else None,
+        n_prompts=n_prompts,
+        profiles_dir=profiles_dir,
+        tiers=tiers,
+        seed=seed,
+        steps=_range(steps) if steps is not None else None,
+        step_size=step_size,
+        precisions=_csv(precisions),
+        schedulers=_csv(schedulers),
+        protect=protect,
+        device=device,
+    )
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]tune[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[best]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("tune", total=config.trials, best="measuring reference...")
+
+        def on_trial(done: int, wanted: int, best: float | None) -> None:
+            label = "no feasible trial yet" if best is None else f"best feasible CLIP {best:.2f}"
+            progress.update(task, completed=done, total=wanted, best=label)
+
+        result = run_tune(config, on_trial=on_trial)
+    _print_tiers(result.profile)
+    typer.echo(str(result.path))
+    if result.interrupted:
+        err.print("interrupted: the profile holds the trials done so far; re-run to resume.")
+        raise typer.Exit(130)
+
+
+def _csv(text: str | None) -> tuple[str, ...] | None:
+    return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None
+
+
+def _range(text: str) -> tuple[int, int]:
+    from autoq.errors import ConfigError
+
+    low, sep, high = text.partition(":")
+    try:
+        return (int(low), int(high)) if sep else (int(low), int(low))
+    except ValueError:
+        raise ConfigError(f"Expected a step range such as 10:30, but got {text!r}.") from None
+
+
+def _print_tiers(profile: Any) -> None:
+    table = Table(title=f"{profile.model.source} on {profile.fingerprint.fingerprint_id}")
+    for column in ("tier", "plan", "CLIP", "PSNR", "SSIM", "latency s", "peak MiB"):
+        table.add_column(column, overflow="fold")
+    for tier in [profile.reference, *profile.tiers]:
+        m = tier.metrics
+        table.add_row(
+            tier.name,
+            tier.plan.describe(),
+            f"{m.clip_score:.2f} ± {m.clip_score_std:.2f}",
+            "-" if m.psnr is None else f"{m.psnr:.1f}",
+            "-" if m.ssim is None else f"{m.ssim:.3f}",
+            f"{m.latency_s:.3f}",
+            f"{m.peak_memory_bytes / 2**20:,.1f}",
+        )
+    console.print(table)
+
+
+profile_app = typer.Typer(help="Inspect and export tuned profiles.", no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("show")
+def profile_show(path: str = typer.Argument(..., help="Profile JSON file.")) -> None:
+    """Print a profile's tiers as a table."""
+    from autoq.profile import read_profile
+
+    _print_tiers(read_profile(path))
+
+
+@profile_app.command("export")
+def profile_export(
+    storage: str = typer.Option(..., help="Optuna storage URL of the study."),
+    study: str = typer.Option(..., help="Study name."),
+    profiles_dir: str = typer.Option("profiles", help="Where to write the profile."),
+) -> None:
+    """Write the profile of a (distributed) study from its storage."""
+    from pathlib import Path
+
+    from autoq.tune import export_profile
+
+    result = export_profile(storage, study, Path(profiles_dir))
+    _print_tiers(result.profile)
+    typer.echo(str(result.path))
+
+
+@app.command()
+def report(
+    path: str = typer.Argument(..., help="Profile JSON file."),
+    out: str | None = typer.Option(None, help="HTML file (default: beside the profile)."),
+) -> None:
+    """Write a self-contained HTML report: Pareto front, tier images, metrics."""
+    from autoq.profile import read_profile, write_report
+
+    written = write_report(read_profile(path), path, out)
+    typer.echo(str(written))
+
+
 def main() -> None:
     """Console entry point: an `AutoqError` becomes one line on stderr and exit code 1."""
     try:

@@ -82,11 +82,9 @@ class PipelinePlan(BaseModel):
         return [p for group in self.protect.get(component, ()) for p in PROTECT_PRESETS[group]]
 
     def describe(self) -> str:
-        """A one-line summary, e.g. ``unet=bnb_nf4 text_encoder=fp32 vae=fp32, 20 steps ddim``."""
-        parts = []
-        for component, precision in self.precisions.items():
-            protected = self.protect.get(component)
-            parts.append(
-                f"{component}={precision}" + (f"(+{'+'.join(protected)})" if protected else "")
-            )
+        """A one-line summary, e.g. ``unet=bnb_nf4+protect vae=fp32, 20 steps ddim``."""
+        parts = [
+            f"{component}={precision}" + ("+protect" if self.protect.get(component) else "")
+            for component, precision in self.precisions.items()
+        ]
         return f"{' '.join(parts)}, {self.steps} steps {self.scheduler}"

@@ -9,7 +9,9 @@ from autoq.profile._model import (
     Profile,
     StudyInfo,
     Tier,
+    TrialPoint,
 )
+from autoq.profile._report import write_report
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -19,6 +21,8 @@ __all__ = [
     "Profile",
     "StudyInfo",
     "Tier",
+    "TrialPoint",
     "read_profile",
     "write_profile",
+    "write_report",
 ]

@@ -20,7 +20,7 @@ def _component_config(precision: str, diffusers_side: bool) -> Any:
     if diffusers_side:
         import diffusers as lib
     else:
-        import transformers as lib  # type: ignore[no-redef]
+        import transformers as lib
     if precision.startswith("bnb_"):
         if precision == "bnb_int8":
             return lib.BitsAndBytesConfig(load_in_8bit=True)

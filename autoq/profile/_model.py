@@ -18,6 +18,7 @@ __all__ = [
     "Profile",
     "StudyInfo",
     "Tier",
+    "TrialPoint",
 ]
 
 SCHEMA_VERSION = 1
@@ -105,6 +106,18 @@ class Tier(BaseModel):
         return to_pipeline_quantization_config(self.plan)
 
 
+class TrialPoint(BaseModel):
+    """One measured trial, kept in the profile so its report needs no database."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    clip_score: float
+    latency_s: float
+    peak_memory_bytes: int
+    feasible: bool
+
+
 class StudyInfo(BaseModel):
     """Where the Optuna study behind a profile lives and how it ran."""
 
@@ -136,6 +149,7 @@ class Profile(BaseModel):
     reference: Tier
     tiers: list[Tier] = Field(min_length=1)
     study: StudyInfo
+    trials: list[TrialPoint] = Field(default_factory=list)
 
     @field_validator("schema_version")
     @classmethod

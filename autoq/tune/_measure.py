@@ -74,7 +74,8 @@ def fidelity(images: Sequence[Image], reference: Sequence[Image]) -> tuple[float
         .clamp(max=100)
         .mean()
     )
-    ssim = float(structural_similarity_index_measure(preds, target, data_range=1.0))
+    ssim_value: Any = structural_similarity_index_measure(preds, target, data_range=1.0)
+    ssim = float(ssim_value)
     return psnr, ssim
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import shutil
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from autoq._logging import get_logger
 from autoq.errors import ConfigError
@@ -19,11 +21,12 @@ from autoq.profile import (
     Profile,
     StudyInfo,
     Tier,
+    TrialPoint,
     write_profile,
 )
 from autoq.tune._config import TuneConfig
 from autoq.tune._space import SearchSpace
-from autoq.tune._tiers import feasible, select_tiers, tier_names
+from autoq.tune._tiers import feasible, select_tiers, tier_names, trial_metrics
 
 if TYPE_CHECKING:
     import optuna
@@ -36,7 +39,8 @@ __all__ = ["TuneResult", "export_profile", "tune"]
 
 log = get_logger("autoq.tune")
 
-DIRECTIONS = ["maximize", "minimize", "minimize"]  # CLIP score, latency s, peak memory MiB
+# CLIP score, latency s, peak memory MiB
+DIRECTIONS: list[Literal["minimize", "maximize"]] = ["maximize", "minimize", "minimize"]
 CONSTRAINTS = ("memory", "latency", "quality")  # Trial.set_constraint keys, <= 0 is feasible
 
 
@@ -219,7 +223,8 @@ class _Tuner:
                 if spec.is_float_cast:
                     self._estimates[key] = weight_bytes(module) * spec.weight_bits / 32
                 else:
-                    shapes = [tuple(m.weight.shape) for _, m in targets]
+                    weights: list[Any] = [m.weight for _, m in targets]
+                    shapes = [tuple(w.shape) for w in weights]
                     full = sum(4 * _numel(s) for s in shapes)
                     packed = sum(spec.expected_bytes(s) for s in shapes)
                     self._estimates[key] = weight_bytes(module) - full + packed
@@ -241,13 +246,15 @@ class _Tuner:
         plan = self.space.suggest(trial)
         plan_json = plan.model_dump(mode="json")
         trial.set_user_attr("plan", plan_json)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         same = _measured_twin(trial.study, plan_json)
         if same is not None:  # a sampler may propose a plan again: reuse, don't re-measure
             for key in ("metrics", "images"):
                 trial.set_user_attr(key, same.user_attrs[key])
             trial.set_user_attr("twin_of", same.number)
             self._constrain(trial, Metrics.model_validate(same.user_attrs["metrics"]))
-            return tuple(same.values)  # type: ignore[return-value]
+            clip, latency, memory = same.values
+            return clip, latency, memory
         estimate = self.estimate_weight_bytes(plan)
         budget = self.config.max_memory_bytes
         if budget is not None and estimate > budget:
@@ -357,9 +364,8 @@ def tune(
     """
     import optuna
 
-    from autoq.tune._model import load_model
-
     from autoq.backends._quiet import silence_libraries
+    from autoq.tune._model import load_model
 
     silence_libraries()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -407,9 +413,11 @@ def tune(
                 catch=(Exception,),
                 callbacks=[
                     progress,
+                    # Stops every worker of a shared study at the wanted total; failures
+                    # are bounded per worker by n_trials instead, since an interrupted
+                    # trial (also FAIL) must be redone.
                     MaxTrialsCallback(
-                        config.trials,
-                        states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL),
+                        config.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)
                     ),
                 ],
                 gc_after_trial=True,
@@ -479,6 +487,18 @@ def _write(study: optuna.Study, storage: str, workdir: Path, path: Path) -> tupl
             )
         )
     reference_samples = _copy_samples(workdir / "reference", profile_dir / "reference")
+    ok = {t.number for t, _ in feasible(trials, constraints, reference_metrics.clip_score)}
+    points = [
+        TrialPoint(
+            number=t.number,
+            clip_score=m.clip_score,
+            latency_s=m.latency_s,
+            peak_memory_bytes=m.peak_memory_bytes,
+            feasible=t.number in ok,
+        )
+        for t in trials
+        if t.state == TrialState.COMPLETE and (m := trial_metrics(t)) is not None
+    ]
     profile = Profile(
         autoq_version=autoq.__version__,
         created=datetime.now(timezone.utc),
@@ -504,6 +524,7 @@ def _write(study: optuna.Study, storage: str, workdir: Path, path: Path) -> tupl
             trials_failed=sum(1 for t in trials if t.state == TrialState.FAIL),
             trials_pruned=sum(1 for t in trials if t.state == TrialState.PRUNED),
         ),
+        trials=points,
     )
     return write_profile(profile, path), profile
 
@@ -541,4 +562,3 @@ def export_profile(storage: str, study_name: str, profiles_dir: Path) -> TuneRes
     workdir = Path(study.user_attrs.get("workdir", profiles_dir / slug))
     path, profile = _write(study, storage, workdir, profiles_dir / f"{slug}.json")
     return TuneResult(path, profile, interrupted=False)
-

@@ -1,0 +1,71 @@
+"""Plans validate their input; assembled pipelines reuse cached components."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoq.errors import ConfigError, UnknownPrecisionError
+from autoq.pipeline import ComponentCache, PipelinePlan, assemble, module_components
+
+
+def test_plan_rejects_unknown_names() -> None:
+    with pytest.raises(UnknownPrecisionError, match="int3"):
+        PipelinePlan(precisions={"unet": "int3"}, steps=10)
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        PipelinePlan(precisions={"unet": "fp32"}, steps=10, scheduler="magic")
+    with pytest.raises(ValueError, match="unknown protect group"):
+        PipelinePlan(precisions={"unet": "fp32"}, protect={"unet": ("wings",)}, steps=10)
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        PipelinePlan(precisions={"unet": "fp32"}, steps=0)
+
+
+def test_plan_round_trips_through_json() -> None:
+    plan = PipelinePlan(
+        precisions={"unet": "bnb_nf4", "vae": "fp32"}, protect={"unet": ("norms",)}, steps=12
+    )
+    assert PipelinePlan.model_validate_json(plan.model_dump_json()) == plan
+    assert plan.skip_patterns("unet") == ["*norm*"]
+    assert plan.describe() == "unet=bnb_nf4+protect vae=fp32, 12 steps default"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from autoq.zoo import load_pipeline
+
+    return load_pipeline("shapes")
+
+
+def test_components_are_discovered_from_the_pipeline(pipe) -> None:
+    assert set(module_components(pipe)) == {"unet", "vae", "text_encoder"}
+
+
+def test_assembled_pipelines_share_cached_components(pipe) -> None:
+    cache = ComponentCache(pipe, max_bytes=2**30)
+    plan = PipelinePlan(
+        precisions={"unet": "bnb_int8", "vae": "fp32", "text_encoder": "fp32"},
+        steps=4,
+        scheduler="ddim",
+    )
+    first, second = assemble(cache, plan), assemble(cache, plan.model_copy(update={"steps": 6}))
+    assert first.unet is second.unet  # built once, reused
+    assert first.vae is pipe.vae  # fp32 is the base module itself
+    assert type(first.scheduler).__name__ == "DDIMScheduler"
+    assert type(pipe.scheduler).__name__ != "DDIMScheduler"  # the base is untouched
+    assert cache.misses == 3 and cache.hits == 3
+    image = first(
+        "a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+    ).images[0]
+    assert image.size[0] > 0
+
+
+def test_cache_evicts_least_recently_used(pipe) -> None:
+    from autoq.backends import weight_bytes
+
+    unet_int8 = weight_bytes(ComponentCache(pipe, 2**30).get("unet", "bnb_int8"))
+    cache = ComponentCache(pipe, max_bytes=int(unet_int8 * 1.5))
+    a = cache.get("unet", "bnb_int8")
+    cache.get("unet", "ao_int8wo")  # over budget: the older entry goes
+    assert cache.get("unet", "bnb_int8") is not a
+    with pytest.raises(ConfigError, match="Unknown component 'transformer'"):
+        cache.get("transformer", "fp32")

@@ -1,0 +1,108 @@
+"""Profiles: atomic writes, validation with clear errors, diffusers configs per tier."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from autoq.device import fingerprint
+from autoq.errors import BackendError, ConfigError
+from autoq.pipeline import PipelinePlan
+from autoq.profile import (
+    Constraints,
+    Metrics,
+    ModelIdentity,
+    Profile,
+    StudyInfo,
+    Tier,
+    read_profile,
+    write_profile,
+)
+
+METRICS = Metrics(
+    clip_score=30.0, clip_score_std=1.0, latency_s=0.5, latency_p90_s=0.6,
+    peak_memory_bytes=100, weight_bytes=80, memory_method="cpu_dispatch_tracker",
+)  # fmt: skip
+
+
+def make_profile(plan: PipelinePlan) -> Profile:
+    tier = Tier(name="quality", plan=plan, metrics=METRICS)
+    return Profile(
+        autoq_version="0.1.0",
+        created=datetime.now(timezone.utc),
+        fingerprint=fingerprint(bench=False),
+        model=ModelIdentity(source="zoo:shapes", content_hash="abc", pipeline_class="X"),
+        constraints=Constraints(max_memory_bytes=1000),
+        prompts=["a red circle"],
+        seeds=[0],
+        guidance_scale=5.0,
+        reference=tier.model_copy(update={"name": "reference"}),
+        tiers=[tier],
+        study=StudyInfo(
+            storage="sqlite://",
+            study_name="s",
+            sampler="nsga2",
+            seed=0,
+            trials_completed=1,
+            trials_failed=0,
+            trials_pruned=0,
+        ),  # fmt: skip
+    )
+
+
+def test_profile_round_trips(tmp_path: Path) -> None:
+    profile = make_profile(PipelinePlan(precisions={"unet": "bnb_nf4"}, steps=10))
+    path = write_profile(profile, tmp_path / "p.json")
+    assert read_profile(path) == profile
+    assert json.loads(path.read_text())["schema_version"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]  # no temp files left
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("not json", "not a valid autoq profile"),
+        ('{"schema_version": 99}', "schema_version"),
+        ("{}", "not a valid autoq profile"),
+    ],
+)
+def test_bad_profiles_name_the_file(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=expected) as info:
+        read_profile(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_profile_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Cannot read profile"):
+        read_profile(tmp_path / "none.json")
+
+
+def test_constraints_combine_absolute_and_relative_quality() -> None:
+    assert Constraints(max_clip_drop_pct=10).effective_min_clip(30.0) == pytest.approx(27.0)
+    both = Constraints(min_clip_score=28.0, max_clip_drop_pct=10)
+    assert both.effective_min_clip(30.0) == 28.0
+    assert Constraints().violations(METRICS, 30.0) == [0.0, 0.0, 0.0]
+    assert Constraints(max_memory_bytes=50).violations(METRICS, 30.0)[0] == 50
+
+
+def test_tier_to_diffusers_maps_loader_backends() -> None:
+    plan = PipelinePlan(
+        precisions={"unet": "bnb_nf4_dq", "text_encoder": "bnb_int8", "vae": "fp32"}, steps=10
+    )
+    config = make_profile(plan).tiers[0].to_diffusers()
+    mapping = config.quant_mapping
+    assert set(mapping) == {"unet", "text_encoder"}
+    assert mapping["unet"].bnb_4bit_quant_type == "nf4"
+    assert mapping["unet"].bnb_4bit_use_double_quant
+    assert type(mapping["text_encoder"]).__module__.startswith("transformers")
+
+
+def test_tier_to_diffusers_refuses_what_diffusers_cannot_load() -> None:
+    plan = PipelinePlan(precisions={"unet": "ao_intx4"}, steps=10)
+    with pytest.raises(BackendError, match="no diffusers loader equivalent"):
+        make_profile(plan).tiers[0].to_diffusers()

@@ -1,0 +1,32 @@
+"""Small, fast tune settings on the embedded shapes model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoq.tune import TuneConfig
+
+FAST: dict[str, Any] = {
+    "n_prompts": 2,
+    "steps": (4, 8),
+    "step_size": 2,
+    "seed": 0,
+    "device": "cpu",
+}
+
+
+def fast_config(profiles_dir: Path, **overrides: Any) -> TuneConfig:
+    return TuneConfig.create(**{**FAST, "profiles_dir": profiles_dir, **overrides})
+
+
+@pytest.fixture(scope="session")
+def zoo_weight_bytes() -> int:
+    from autoq.backends import weight_bytes
+    from autoq.pipeline import module_components
+    from autoq.zoo import load_pipeline
+
+    pipe = load_pipeline("shapes")
+    return sum(weight_bytes(m) for m in module_components(pipe).values())

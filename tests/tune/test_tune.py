@@ -1,0 +1,130 @@
+"""`autoq tune` end to end on the shapes model: profile, constraints, resume, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autoq.errors import ConfigError
+from autoq.profile import read_profile, write_report
+from autoq.tune import _study, tune
+from tests.tune.conftest import fast_config
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory, zoo_weight_bytes: int):
+    """One small tune whose memory budget rules out the fp32 reference."""
+    budget = int(zoo_weight_bytes * 0.9)
+    profiles = tmp_path_factory.mktemp("profiles")
+    config = fast_config(
+        profiles,
+        trials=8,
+        tiers=3,
+        max_memory_bytes=budget,
+        precisions=("fp32", "ao_int8wo", "bnb_nf4", "bnb_int8", "quanto_int8"),
+    )
+    result = tune(config)
+    return result, budget
+
+
+@pytest.mark.slow
+def test_profile_has_ordered_tiers_within_constraints(tuned) -> None:
+    result, budget = tuned
+    profile = read_profile(result.path)  # what is on disk validates
+    assert profile == result.profile
+    assert len(profile.tiers) >= 2
+    assert profile.reference.metrics.peak_memory_bytes > budget  # the budget binds
+    for tier in profile.tiers:
+        assert tier.metrics.peak_memory_bytes <= budget
+        assert len(tier.samples) == len(profile.prompts)
+        assert all((result.path.parent / s).is_file() for s in tier.samples)
+    scores = [t.metrics.clip_score for t in profile.tiers]
+    assert scores == sorted(scores, reverse=True)
+    assert len({t.name for t in profile.tiers}) == len(profile.tiers)
+    assert all(t.metrics.psnr is not None and t.metrics.ssim is not None for t in profile.tiers)
+
+
+@pytest.mark.slow
+def test_infeasible_trials_are_kept_in_the_study(tuned) -> None:
+    result, budget = tuned
+    points = result.profile.trials
+    assert any(not p.feasible for p in points) or result.profile.study.trials_pruned > 0
+    assert all(p.peak_memory_bytes <= budget for p in points if p.feasible)
+
+
+@pytest.mark.slow
+def test_report_is_self_contained_html(tuned, tmp_path: Path) -> None:
+    result, _ = tuned
+    page = write_report(result.profile, result.path, tmp_path / "r.html").read_text()
+    assert page.count("data:image/png;base64,") == len(result.profile.prompts) * (
+        len(result.profile.tiers) + 1
+    )
+    assert page.count("<svg") == 2
+    for tier in result.profile.tiers:
+        assert tier.name in page
+
+
+@pytest.mark.slow
+def test_rerun_resumes_without_losing_or_repeating_trials(tmp_path: Path) -> None:
+    first = tune(fast_config(tmp_path, trials=2, precisions=("fp32", "ao_int8wo")))
+    storage = f"sqlite:///{tmp_path / (first.path.stem + '.optuna.db')}"
+    study = optuna.load_study(study_name=first.profile.study.study_name, storage=storage)
+    before = {t.number: t.values for t in study.trials}
+
+    tune(fast_config(tmp_path, trials=4, precisions=("fp32", "ao_int8wo")))
+    trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert {t.number: t.values for t in trials[:2]} == before
+
+
+@pytest.mark.slow
+def test_interrupted_tune_writes_profile_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    real = _study._Tuner.measure
+    calls = {"n": 0}
+
+    def stop_on_third(self, plan, reference):
+        calls["n"] += 1
+        if calls["n"] == 3:  # reference, trial 0, then Ctrl-C during trial 1
+            raise KeyboardInterrupt
+        return real(self, plan, reference)
+
+    monkeypatch.setattr(_study._Tuner, "measure", stop_on_third)
+    config = fast_config(tmp_path, trials=3, precisions=("fp32", "ao_int8wo"))
+    interrupted = tune(config)
+    assert interrupted.interrupted
+    assert read_profile(interrupted.path).study.trials_completed == 1
+
+    monkeypatch.setattr(_study._Tuner, "measure", real)
+    resumed = tune(config)
+    assert not resumed.interrupted
+    assert resumed.profile.study.trials_completed == 3  # the interrupted one is redone
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_does_not_stop_the_study(tmp_path: Path, monkeypatch) -> None:
+    real = _study._Tuner.measure
+    calls = {"n": 0}
+
+    def fail_second_trial(self, plan, reference):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, plan, reference)
+
+    monkeypatch.setattr(_study._Tuner, "measure", fail_second_trial)
+    result = tune(fast_config(tmp_path, trials=3, precisions=("fp32", "ao_int8wo")))
+    storage = f"sqlite:///{tmp_path / (result.path.stem + '.optuna.db')}"
+    trials = optuna.load_study(study_name=result.profile.study.study_name, storage=storage).trials
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1
+    failed = next(t for t in trials if t.state == TrialState.FAIL)
+    assert "out of memory" in failed.user_attrs["error"]
+    assert result.profile.study.trials_completed == 2
+
+
+def test_impossible_constraints_say_what_to_relax(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="relax"):
+        tune(fast_config(tmp_path, trials=1, precisions=("fp32",), max_latency_s=1e-6))
