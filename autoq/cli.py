@@ -171,22 +171,27 @@ def tune(
         device=device,
     )
     err = Console(stderr=True)
-    with Progress(
+    progress = Progress(
         TextColumn("[bold]tune[/]"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[best]}"),
         TimeElapsedColumn(),
         console=err,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("tune", total=config.trials, best="measuring reference...")
+    )
+    task = progress.add_task("tune", total=config.trials, best="measuring reference...")
 
-        def on_trial(done: int, wanted: int, best: float | None) -> None:
-            label = "no feasible trial yet" if best is None else f"best feasible CLIP {best:.2f}"
-            progress.update(task, completed=done, total=wanted, best=label)
+    def on_trial(done: int, wanted: int, best: float | None) -> None:
+        progress.start()  # first call: the model loaded, so input errors come before any bar
+        label = "no feasible trial yet" if best is None else f"best feasible CLIP {best:.2f}"
+        if done == 0 and best is None:
+            label = "measuring reference..."
+        progress.update(task, completed=done, total=wanted, best=label)
 
+    try:
         result = run_tune(config, on_trial=on_trial)
+    finally:
+        progress.stop()
     _print_tiers(result.profile)
     typer.echo(str(result.path))
     if result.interrupted:

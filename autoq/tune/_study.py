@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
 import shutil
+import socket
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -383,6 +383,8 @@ def tune(
     )
     for key, value in _study_context(tuner).items():
         study.set_user_attr(key, value)
+    if on_trial is not None:  # the model loaded: report before the (long) reference run
+        on_trial(_counted(study), config.trials, None)
     tuner.ensure_reference(study)
     log.info(
         "tune_start",

@@ -49,7 +49,7 @@ def make_profile(plan: PipelinePlan) -> Profile:
             trials_completed=1,
             trials_failed=0,
             trials_pruned=0,
-        ),  # fmt: skip
+        ),
     )
 
 
