@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml constraints-cpu.txt
-	$(BIN)/pip install --quiet -c constraints-cpu.txt -e ".[serve,test]"
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e ".[serve,test,postgres]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -28,9 +28,7 @@ def configure(*, json: bool | None = None, level: int | str = logging.INFO) -> N
         level = logging.getLevelNamesMapping()[level.upper()]
     if json is None:
         json = not sys.stderr.isatty()
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
-    )
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

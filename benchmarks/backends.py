@@ -101,7 +101,11 @@ def timed_forward(unet: torch.nn.Module, inputs: dict, repeats: int) -> tuple[to
 def measure(name: str, reference: torch.nn.Module, ref_out, inputs, repeats: int) -> dict:
     spec = get_precision(name)
     targets = targets_for(reference, spec)
-    weights = [layer.weight for _, layer in targets if isinstance(getattr(layer, "weight", None), torch.Tensor)]
+    weights = [
+        layer.weight
+        for _, layer in targets
+        if isinstance(getattr(layer, "weight", None), torch.Tensor)
+    ]
     if spec.is_float_cast:
         weights = [p for p in reference.parameters() if p.is_floating_point()]
     quantized_params = sum(w.numel() for w in weights)
@@ -175,7 +179,9 @@ def main() -> None:
     inputs = unet_inputs(config)
     ref_out, _ = timed_forward(reference, inputs, 1)
     params = sum(p.numel() for p in reference.parameters())
-    print(f"UNet ({args.config}): {params / 1e6:.1f}M parameters, threads={torch.get_num_threads()}")
+    print(
+        f"UNet ({args.config}): {params / 1e6:.1f}M parameters, threads={torch.get_num_threads()}"
+    )
     for name in names:
         if name in finished:
             continue
@@ -193,7 +199,8 @@ def main() -> None:
         path.write_text(json.dumps(body, indent=1))
     header = (
         f"UNet `{args.config}` ({params / 1e6:.0f}M parameters), 32x32 latents, batch 1, "
-        f"{torch.get_num_threads()} thread(s); `python benchmarks/backends.py --config {args.config}`"
+        f"{torch.get_num_threads()} thread(s); "
+        f"`python benchmarks/backends.py --config {args.config}`"
     )
     (args.out / f"backends-{args.config}.md").write_text(markdown(done, header))
     print(markdown(done, header))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from autoq.errors import ConfigError, ModelNotFoundError
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from PIL import Image
     from transformers import CLIPModel, CLIPProcessor
 
-    ImageInput = Union[torch.Tensor, Sequence[Union[Image.Image, np.ndarray, torch.Tensor]]]
+    ImageInput = torch.Tensor | Sequence[Image.Image | np.ndarray | torch.Tensor]
 
 __all__ = ["ClipScorer"]
 
@@ -128,11 +128,11 @@ class ClipScorer:
 
         if isinstance(texts, str) or not texts:
             raise ConfigError("Expected a non-empty list of strings.")
-        inputs = self.processor(text=list(texts), return_tensors="pt", padding=True)
+        inputs = self.processor(
+            text=list(texts), return_tensors="pt", padding=True, truncation=True
+        )
         with torch.no_grad():
-            features = self.model.get_text_features(
-                inputs["input_ids"], inputs["attention_mask"]
-            )
+            features = self.model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
         features = _pooled(features)
         return features / features.norm(p=2, dim=-1, keepdim=True)
 

@@ -90,19 +90,22 @@ def measure_pipeline(
     device: torch.device,
     reference: Sequence[Image] | None = None,
     size: tuple[int, int] | None = None,
-) -> tuple[Metrics, list[Image]]:
+) -> tuple[Metrics, list[Image], float]:
     """Generate ``prompts`` with ``seeds`` on ``pipe`` and measure the result.
 
     Returns:
-        The metrics and the generated images (one per prompt).
+        The metrics, the generated images (one per prompt) and the seconds spent in
+        generations (warm-up included), to tell measurement from overhead.
     """
     from autoq.backends import weight_bytes
     from autoq.device import PeakMemory
     from autoq.pipeline import module_components
 
     weights = sum(weight_bytes(m) for m in module_components(pipe).values())
+    start = time.perf_counter()
     with PeakMemory(device) as peak:
         generate(pipe, prompts[0], seeds[0], steps, guidance_scale, size)
+    warmup_s = time.perf_counter() - start
     images, seconds = [], []
     for prompt, seed in zip(prompts, seeds, strict=True):
         start = time.perf_counter()
@@ -128,4 +131,4 @@ def measure_pipeline(
         weight_bytes=weights,
         memory_method=peak.method,
     )
-    return metrics, images
+    return metrics, images, warmup_s + sum(seconds)

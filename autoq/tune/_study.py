@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -111,6 +113,21 @@ def _storage(config: TuneConfig, stem: str) -> str:
     return f"sqlite:///{(config.profiles_dir / f'{stem}.optuna.db').resolve()}"
 
 
+def _open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna RDB storage; a missing database driver or server becomes a clear error."""
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url)
+    except ImportError:
+        raise ConfigError(
+            f"No database driver for {_redact(url)}; for PostgreSQL "
+            "`pip install 'autoq[postgres]'` (psycopg)."
+        ) from None
+    except Exception as exc:  # sqlalchemy: bad URL, unreachable server, auth
+        raise ConfigError(f"Cannot open study storage {_redact(url)}: {exc}") from None
+
+
 def _save_images(images: list[Image], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -134,7 +151,7 @@ class _Tuner:
     """One worker's view of the study: builds plans, measures them, records results."""
 
     def __init__(self, config: TuneConfig, loaded: LoadedModel, device: torch.device) -> None:
-        from autoq.backends import weight_bytes
+        from autoq.backends import cache_dir, weight_bytes
         from autoq.device import available_memory, fingerprint
         from autoq.pipeline import ComponentCache, module_components
 
@@ -143,7 +160,7 @@ class _Tuner:
         self.device = device
         self.fingerprint = fingerprint(bench=False)
         self.stem = f"{loaded.slug}-{self.fingerprint.fingerprint_id}"
-        self.workdir = config.profiles_dir / self.stem
+        self.workdir = cache_dir() / "tune" / self.stem  # refined once the study is known
         loaded.pipe.to(device)
         loaded.pipe.set_progress_bar_config(disable=True)
         self.space = _space(config, loaded, device)
@@ -174,7 +191,7 @@ class _Tuner:
 
     def measure(
         self, plan: PipelinePlan, reference: list[Image] | None
-    ) -> tuple[Metrics, list[Image]]:
+    ) -> tuple[Metrics, list[Image], float]:
         from autoq.pipeline import assemble
         from autoq.tune._measure import measure_pipeline
 
@@ -200,7 +217,7 @@ class _Tuner:
             self.reference_images = images
             return self.reference
         log.info("reference_start", plan=self.reference_plan.describe())
-        metrics, images = self.measure(self.reference_plan, None)
+        metrics, images, _ = self.measure(self.reference_plan, None)
         _save_images(images, folder)
         study.set_user_attr(
             "reference",
@@ -243,6 +260,7 @@ class _Tuner:
     def objective(self, trial: optuna.Trial) -> tuple[float, float, float]:
         import optuna
 
+        started = time.perf_counter()
         plan = self.space.suggest(trial)
         plan_json = plan.model_dump(mode="json")
         trial.set_user_attr("plan", plan_json)
@@ -262,7 +280,7 @@ class _Tuner:
             trial.set_user_attr("pruned", reason)
             raise optuna.TrialPruned(reason)
         try:
-            metrics, images = self.measure(plan, self.reference_images)
+            metrics, images, generation_s = self.measure(plan, self.reference_images)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
@@ -275,6 +293,9 @@ class _Tuner:
         _save_images(images, folder)
         trial.set_user_attr("metrics", metrics.model_dump())
         trial.set_user_attr("images", str(folder))
+        trial.set_user_attr(
+            "timing", {"trial_s": time.perf_counter() - started, "generation_s": generation_s}
+        )
         violations = self._constrain(trial, metrics)
         log.info(
             "trial_done",
@@ -364,6 +385,7 @@ def tune(
     """
     import optuna
 
+    from autoq.backends import cache_dir
     from autoq.backends._quiet import silence_libraries
     from autoq.tune._model import load_model
 
@@ -375,12 +397,16 @@ def tune(
     study_name = config.study_name or tuner.stem
     storage = _storage(config, tuner.stem)
     study = optuna.create_study(
-        storage=storage,
+        storage=_open_storage(storage),
         study_name=study_name,
         directions=DIRECTIONS,
         sampler=_sampler(config, tuner.space),
         load_if_exists=True,
     )
+    # Per-trial images are working files: they live in the cache (not beside profiles),
+    # one folder per study, so studies that share a name in other storages never mix.
+    digest = hashlib.sha256(f"{storage}|{study_name}".encode()).hexdigest()[:10]
+    tuner.workdir = cache_dir() / "tune" / f"{study_name}-{digest}"
     for key, value in _study_context(tuner).items():
         study.set_user_attr(key, value)
     if on_trial is not None:  # the model loaded: report before the (long) reference run
@@ -553,7 +579,7 @@ def export_profile(storage: str, study_name: str, profiles_dir: Path) -> TuneRes
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        study = optuna.load_study(study_name=study_name, storage=_open_storage(storage))
     except KeyError:
         names = optuna.get_all_study_names(storage)
         raise ConfigError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ def learn_bpe(words: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     while True:
         pairs: Counter[tuple[str, str]] = Counter()
         for parts in corpus.values():
-            pairs.update(zip(parts, parts[1:], strict=False))
+            pairs.update(pairwise(parts))
         if not pairs:
             return symbols, merges
         best = min(pairs, key=lambda p: (-pairs[p], p))

@@ -19,9 +19,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="working folder for checkpoints and models")
     parser.add_argument(
         "--stage",
+        nargs="+",
         choices=[*STAGES, "all"],
-        default="all",
-        help="run one stage (it needs the earlier ones) or all of them",
+        default=["all"],
+        help="stages to run (each needs the earlier ones); default: all",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     defaults = TrainConfig()
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         latent_count=args.latent_count,
         unet_steps=args.unet_steps,
     )
-    stages = STAGES if args.stage == "all" else (args.stage,)
+    stages = STAGES if "all" in args.stage else tuple(args.stage)
     train(args.out, stages=stages, config=config, threads=args.threads)
 
 

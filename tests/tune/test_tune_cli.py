@@ -67,10 +67,10 @@ def test_profile_show_rejects_a_corrupt_file(tmp_path: Path) -> None:
 
 @pytest.fixture
 def postgres_study():
-    psycopg2 = pytest.importorskip("psycopg2")
+    psycopg = pytest.importorskip("psycopg")
     try:
-        psycopg2.connect(POSTGRES).close()
-    except psycopg2.OperationalError as exc:
+        psycopg.connect(POSTGRES).close()
+    except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL is not reachable at {POSTGRES}: {exc}")
     name = f"autoq-test-{uuid.uuid4().hex[:8]}"
     yield name
