@@ -19,6 +19,7 @@ from autoq.backends._bitsandbytes import BitsandbytesBackend
 from autoq.backends._bytes import tensor_bytes, weight_bytes
 from autoq.backends._gguf import GGUFBackend
 from autoq.backends._native import NativeBackend
+from autoq.backends._persist import load_or_quantize, weights_key
 from autoq.backends._probe import (
     ProbeResult,
     available_precisions,
@@ -55,6 +56,7 @@ __all__ = [
     "get_precision",
     "library_version",
     "list_precisions",
+    "load_or_quantize",
     "module_device",
     "probe_all",
     "probe_precision",
@@ -63,4 +65,5 @@ __all__ = [
     "targets_for",
     "tensor_bytes",
     "weight_bytes",
+    "weights_key",
 ]

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from autoq.errors import UnknownPrecisionError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torch import nn
 
@@ -118,6 +120,20 @@ class Backend(Protocol):
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         """Storage bytes of ``tensor`` if it is one of this backend's types, else ``None``."""
+        ...
+
+    def save_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        """Write the quantized ``targets`` of ``module`` to ``folder`` (safetensors or
+        GGUF, never pickle)."""
+        ...
+
+    def load_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        """Turn the full-precision ``targets`` of ``module`` into the quantized layers saved
+        in ``folder``, without quantizing again."""
         ...
 
 

@@ -7,18 +7,27 @@ moved to its device, on CPU as on CUDA.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from autoq.backends._base import Precision, missing_library
 from autoq.backends._select import set_submodule
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torch import nn
 
 __all__ = ["BitsandbytesBackend"]
 
 _BLOCK = 64  # bitsandbytes' default 4-bit block size
+
+
+def _int8_scales(layer: nn.Module) -> torch.Tensor:
+    """LLM.int8's per-row scales: on the weight until the first forward, then in the state."""
+    scb = getattr(layer.weight, "SCB", None)
+    state: Any = layer.state
+    return scb if scb is not None else state.SCB
 
 
 class BitsandbytesBackend:
@@ -114,6 +123,61 @@ class BitsandbytesBackend:
                 new.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
             # Moving to the device is what quantizes the weight.
             set_submodule(module, name, new.to(weight.device))
+
+    def save_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        from safetensors.torch import save_file
+
+        state = {}
+        for name in targets:
+            layer = module.get_submodule(name)
+            for key, tensor in layer.state_dict().items():
+                state[f"{name}.{key}"] = tensor.contiguous()
+            if precision.options["quant_type"] == "int8":
+                state[f"{name}.SCB"] = _int8_scales(layer).contiguous()
+        save_file(state, folder / "weights.safetensors")
+
+    def load_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        import bitsandbytes as bnb
+        import torch
+        from safetensors.torch import load_file
+
+        state = load_file(folder / "weights.safetensors")
+        for name in targets:
+            linear = cast(torch.nn.Linear, module.get_submodule(name))
+            device, has_bias = linear.weight.device, linear.bias is not None
+            data = state[f"{name}.weight"]
+            new: nn.Module
+            if precision.options["quant_type"] == "int8":
+                new = bnb.nn.Linear8bitLt(
+                    linear.in_features, linear.out_features, bias=has_bias,
+                    has_fp16_weights=False, threshold=6.0, device="meta",
+                )  # fmt: skip
+                weight = bnb.nn.Int8Params(data.to(device), requires_grad=False,
+                                           has_fp16_weights=False)  # fmt: skip
+                weight.CB = weight.data  # as Int8Params._quantize leaves it
+                weight.SCB = state[f"{name}.SCB"].to(device)
+                new.weight = weight
+            else:
+                new = bnb.nn.Linear4bit(
+                    linear.in_features, linear.out_features, bias=has_bias,
+                    compute_dtype=linear.weight.dtype,
+                    quant_type=precision.options["quant_type"],
+                    compress_statistics=precision.options["double_quant"],
+                    quant_storage=torch.uint8, device="meta",
+                )  # fmt: skip
+                prefix = f"{name}.weight."
+                stats = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                new.weight = bnb.nn.Params4bit.from_prequantized(
+                    data=data, quantized_stats=stats, requires_grad=False, device=device,
+                    module=new,
+                )  # fmt: skip
+            if has_bias:
+                new.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+            set_submodule(module, name, new)
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         import sys

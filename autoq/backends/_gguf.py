@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from autoq.backends._base import Precision, missing_library
 from autoq.backends._select import set_submodule
@@ -37,6 +37,33 @@ def write_gguf(path: Path, weights: dict[str, torch.Tensor], quant_type: str) ->
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def _linear(layer: nn.Module) -> torch.nn.Linear:
+    return cast("torch.nn.Linear", layer)
+
+
+def _install_from_file(module: nn.Module, names: list[str], path: Path) -> None:
+    """Swap each named `nn.Linear` for diffusers' `GGUFLinear` holding its blocks from
+    ``path``, loaded by diffusers' own GGUF reader."""
+    import torch
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+    from diffusers.quantizers.gguf.utils import GGUFLinear
+
+    loaded = load_gguf_checkpoint(str(path))
+    for name in names:
+        linear = _linear(module.get_submodule(name))
+        device, dtype = linear.weight.device, linear.weight.dtype
+        with torch.device("meta"):
+            new = GGUFLinear(
+                linear.in_features, linear.out_features, linear.bias is not None,
+                compute_dtype=dtype,
+            )  # fmt: skip
+        new.weight = loaded[f"{name}.weight"].to(device)
+        if linear.bias is not None:
+            new.bias = linear.bias
+        new.requires_grad_(False)
+        set_submodule(module, name, new)
 
 
 class GGUFBackend:
@@ -86,32 +113,35 @@ class GGUFBackend:
     def apply(
         self, module: nn.Module, precision: Precision, targets: list[tuple[str, nn.Module]]
     ) -> None:
-        import torch
-        from diffusers.models.model_loading_utils import load_gguf_checkpoint
-        from diffusers.quantizers.gguf.utils import GGUFLinear
-
         if not targets:
             return
-        weights = {f"{name}.weight": cast(torch.nn.Linear, layer).weight for name, layer in targets}
+        weights = {f"{name}.weight": _linear(layer).weight for name, layer in targets}
         with tempfile.TemporaryDirectory(prefix="autoq-gguf-") as tmp:
             path = Path(tmp) / "weights.gguf"
             write_gguf(path, weights, str(precision.options["type"]))
-            loaded = load_gguf_checkpoint(str(path))
-        for name, layer in targets:
-            linear = cast(torch.nn.Linear, layer)
-            device, dtype = linear.weight.device, linear.weight.dtype
-            with torch.device("meta"):
-                new = GGUFLinear(
-                    linear.in_features,
-                    linear.out_features,
-                    linear.bias is not None,
-                    compute_dtype=dtype,
-                )
-            new.weight = loaded[f"{name}.weight"].to(device)
-            if linear.bias is not None:
-                new.bias = linear.bias
-            new.requires_grad_(False)
-            set_submodule(module, name, new)
+            _install_from_file(module, [name for name, _ in targets], path)
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         return None  # GGUFParameter holds its packed blocks as a plain uint8 tensor
+
+    def save_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        import gguf
+
+        qtype = gguf.GGMLQuantizationType[str(precision.options["type"])]
+        writer = gguf.GGUFWriter(str(folder / "weights.gguf"), arch="autoq")
+        for name in targets:
+            weight: Any = module.get_submodule(name).weight  # a GGUFParameter
+            blocks = weight.as_tensor().cpu().numpy()
+            writer.add_tensor(f"{name}.weight", blocks, raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    def load_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        if targets:
+            _install_from_file(module, targets, folder / "weights.gguf")

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from autoq.backends._base import Precision
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torch import nn
 
@@ -125,3 +127,14 @@ class NativeBackend:
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         return None
+
+    def save_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        """Nothing to store: a cast is as fast as reading the cast weights back."""
+
+    def load_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        named = dict(module.named_modules())
+        self.apply(module, precision, [(name, named[name]) for name in targets])

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from autoq.backends._base import Precision, missing_library
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torch import nn
 
@@ -72,3 +74,32 @@ class QuantoBackend:
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         return None  # quanto tensors flatten into plain tensors; the generic walk counts them
+
+    def save_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        import json
+
+        from optimum.quanto import quantization_map
+        from safetensors.torch import save_file
+
+        state = {}
+        for name in targets:
+            for key, tensor in module.get_submodule(name).state_dict().items():
+                state[f"{name}.{key}"] = tensor.contiguous()
+        save_file(state, folder / "weights.safetensors")
+        qmap = {k: v for k, v in quantization_map(module).items() if k in set(targets)}
+        (folder / "quanto_map.json").write_text(json.dumps(qmap))
+
+    def load_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        import json
+
+        from optimum.quanto import freeze, requantize
+        from safetensors.torch import load_file
+
+        qmap = json.loads((folder / "quanto_map.json").read_text())
+        state = load_file(folder / "weights.safetensors")
+        requantize(module, state, qmap)
+        freeze(module)

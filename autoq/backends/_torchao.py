@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from autoq.backends._base import Precision, missing_library
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torch import nn
 
@@ -105,3 +107,33 @@ class TorchaoBackend:
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         return None  # torchao tensors flatten into plain tensors; the generic walk counts them
+
+    def save_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        from safetensors.torch import save_file
+        from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+        state = {f"{n}.weight": module.get_submodule(n).weight for n in targets}
+        tensors, metadata = flatten_tensor_state_dict(state)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "weights.safetensors",
+                  metadata=metadata)  # fmt: skip
+
+    def load_state(
+        self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
+    ) -> None:
+        import torch
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        from torchao.prototype.safetensors.safetensors_support import (
+            unflatten_tensor_state_dict,
+        )
+
+        path = folder / "weights.safetensors"
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+        state, _ = unflatten_tensor_state_dict(load_file(path), metadata)
+        for name in targets:
+            layer = module.get_submodule(name)
+            weight = state[f"{name}.weight"].to(layer.weight.device)
+            layer.weight = torch.nn.Parameter(weight, requires_grad=False)

@@ -55,15 +55,21 @@ class ComponentCache:
     """Quantized components, built once per (component, precision, protect) and reused.
 
     Least recently used entries are evicted once their weights exceed ``max_bytes``.
-    Thread-safe; a cached module is shared by every pipeline that uses it, so it must only
-    be used for inference.
+    With ``model_hash`` (the model's content hash), quantized weights are also stored on
+    disk under `autoq.backends.cache_dir` and reloaded instead of re-quantized, by later
+    runs as by this one after an eviction. Thread-safe; a cached module is shared by every
+    pipeline that uses it, so it must only be used for inference.
     """
 
-    def __init__(self, base: DiffusionPipeline, max_bytes: int) -> None:
+    def __init__(
+        self, base: DiffusionPipeline, max_bytes: int, model_hash: str | None = None
+    ) -> None:
         if max_bytes <= 0:
             raise ConfigError(f"max_bytes must be positive, but got {max_bytes}.")
         self.base = base
         self.max_bytes = max_bytes
+        self.model_hash = model_hash
+        self.loaded_from_disk = 0
         self._modules = module_components(base)
         self._entries: OrderedDict[tuple[str, str, tuple[str, ...]], tuple[nn.Module, int]]
         self._entries = OrderedDict()
@@ -73,7 +79,14 @@ class ComponentCache:
 
     def get(self, component: str, precision: str, protect: tuple[str, ...] = ()) -> nn.Module:
         """The ``component`` of the base pipeline stored in ``precision``."""
-        from autoq.backends import PROTECT_PRESETS, apply_precision, weight_bytes
+        from autoq.backends import (
+            PROTECT_PRESETS,
+            apply_precision,
+            cache_dir,
+            load_or_quantize,
+            weight_bytes,
+            weights_key,
+        )
 
         if component not in self._modules:
             raise ConfigError(
@@ -91,7 +104,13 @@ class ComponentCache:
                 module = base  # the reference: no copy needed
             else:
                 skip = [p for group in protect for p in PROTECT_PRESETS[group]]
-                module = apply_precision(copy.deepcopy(base), precision, skip=skip)
+                if self.model_hash is None:
+                    module = apply_precision(copy.deepcopy(base), precision, skip=skip)
+                else:
+                    stored = weights_key(self.model_hash, component, precision, skip)
+                    folder = cache_dir() / "weights" / stored
+                    module, from_disk = load_or_quantize(base, precision, folder, skip=skip)
+                    self.loaded_from_disk += from_disk
             size = weight_bytes(module)
             self._entries[key] = (module, size)
             while (

@@ -180,7 +180,7 @@ class _Tuner:
         )
         base_bytes = sum(weight_bytes(m) for m in module_components(loaded.pipe).values())
         budget = config.cache_bytes or max(4 * base_bytes, available_memory() // 4)
-        self.cache = ComponentCache(loaded.pipe, budget)
+        self.cache = ComponentCache(loaded.pipe, budget, model_hash=loaded.identity.content_hash)
         self.base_modules = module_components(loaded.pipe)
         self._estimates: dict[tuple[str, str], float] = {}
         self.reference: Metrics | None = None

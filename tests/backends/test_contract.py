@@ -116,3 +116,23 @@ def test_precision_runs_under_peak_memory_tracking(precision: str) -> None:
         out = model(torch.randn(8, 64))
     assert out.shape == (8, 256)
     assert peak.peak_bytes >= 8 * 256 * 2  # at least the output activation
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_round_trip_through_disk(precision: str, tmp_path) -> None:
+    """Stored once, reloaded without quantizing: same outputs, same bytes."""
+    from autoq.backends import load_or_quantize
+
+    _usable_or_skip(precision)
+    base = COMPONENTS["text_encoder"].build()
+    run = COMPONENTS["text_encoder"].run
+    folder = tmp_path / "weights"
+    with torch.no_grad():
+        built, from_disk = load_or_quantize(base, precision, folder, skip=["*layer_norm*"])
+        assert not from_disk
+        loaded, from_disk = load_or_quantize(base, precision, folder, skip=["*layer_norm*"])
+        assert from_disk
+        assert torch.equal(run(loaded), run(built))
+    assert weight_bytes(loaded) == weight_bytes(built)
+    assert [type(m) for m in loaded.modules()] == [type(m) for m in built.modules()]
+    assert all(p.dtype == torch.float32 for p in base.parameters())  # the base is untouched

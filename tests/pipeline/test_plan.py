@@ -69,3 +69,18 @@ def test_cache_evicts_least_recently_used(pipe) -> None:
     assert cache.get("unet", "bnb_int8") is not a
     with pytest.raises(ConfigError, match="Unknown component 'transformer'"):
         cache.get("transformer", "fp32")
+
+
+def test_quantized_components_are_reused_from_disk(pipe) -> None:
+    first = ComponentCache(pipe, max_bytes=2**30, model_hash="test-model")
+    built = first.get("unet", "bnb_nf4", ("norms",))
+    assert first.loaded_from_disk == 0
+    later = ComponentCache(pipe, max_bytes=2**30, model_hash="test-model")  # a new process
+    reloaded = later.get("unet", "bnb_nf4", ("norms",))
+    assert later.loaded_from_disk == 1
+    sample = torch.randn(1, 4, 8, 8)
+    context = torch.randn(1, 8, pipe.text_encoder.config.hidden_size)
+    with torch.no_grad():
+        a = built(sample, 5, encoder_hidden_states=context).sample
+        b = reloaded(sample, 5, encoder_hidden_states=context).sample
+    assert torch.equal(a, b)
