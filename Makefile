@@ -18,8 +18,9 @@ $(STAMP): $(BIN)/python pyproject.toml constraints-cpu.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/autoq fingerprint
+	$(BIN)/autoq fingerprint --no-bench
 	$(BIN)/autoq backends
+	$(BIN)/autoq tune --profiles-dir profiles
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -34,6 +35,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/backends.py
+	$(BIN)/python benchmarks/tune.py wall
+	$(BIN)/python benchmarks/tune.py samplers
+	$(BIN)/python benchmarks/tune.py overhead
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -139,6 +139,7 @@ def tune(
     schedulers: str | None = typer.Option(None, help="Comma-separated: default,dpmpp,euler,ddim."),
     protect: bool = typer.Option(True, help="Offer per-component norm/io/embedding protection."),
     device: str | None = typer.Option(None, help="cpu or cuda[:N] (default: cuda if present)."),
+    html: bool = typer.Option(True, "--report/--no-report", help="Also write the HTML report."),
 ) -> None:
     """Search per-component precision, steps and scheduler; write a profile of tiers."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -193,6 +194,10 @@ def tune(
     finally:
         progress.stop()
     _print_tiers(result.profile)
+    if html:
+        from autoq.profile import write_report
+
+        err.print(f"report: {write_report(result.profile, result.path)}", highlight=False)
     typer.echo(str(result.path))
     if result.interrupted:
         err.print("interrupted: the profile holds the trials done so far; re-run to resume.")
