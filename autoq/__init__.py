@@ -14,7 +14,9 @@ from autoq.errors import (
     BackendError,
     ConfigError,
     ModelNotFoundError,
+    OutOfMemoryError,
     PrecisionUnavailableError,
+    ProfileMismatchError,
     UnknownPrecisionError,
 )
 
@@ -26,24 +28,32 @@ _LAZY = {
     "apply_precision": "autoq.backends",
     "available_precisions": "autoq.backends",
     "weight_bytes": "autoq.backends",
+    "load_profile": "autoq.profile",
+    "AdaptivePipeline": "autoq.runtime",
 }
 
 if TYPE_CHECKING:
     from autoq.backends import apply_precision, available_precisions, weight_bytes
     from autoq.device import Fingerprint, fingerprint
+    from autoq.profile import load_profile
+    from autoq.runtime import AdaptivePipeline
 
 __all__ = [
+    "AdaptivePipeline",
     "AutoqError",
     "BackendError",
     "ConfigError",
     "Fingerprint",
     "ModelNotFoundError",
+    "OutOfMemoryError",
     "PrecisionUnavailableError",
+    "ProfileMismatchError",
     "UnknownPrecisionError",
     "__version__",
     "apply_precision",
     "available_precisions",
     "fingerprint",
+    "load_profile",
     "weight_bytes",
 ]
 

@@ -7,7 +7,9 @@ __all__ = [
     "BackendError",
     "ConfigError",
     "ModelNotFoundError",
+    "OutOfMemoryError",
     "PrecisionUnavailableError",
+    "ProfileMismatchError",
     "UnknownPrecisionError",
 ]
 
@@ -41,3 +43,11 @@ class BackendError(AutoqError):
 
 class ModelNotFoundError(AutoqError):
     """A model id or folder cannot be found or loaded offline."""
+
+
+class ProfileMismatchError(AutoqError):
+    """A profile was tuned on another device; the message lists the differences."""
+
+
+class OutOfMemoryError(AutoqError):
+    """Every tier ran out of memory for a request."""

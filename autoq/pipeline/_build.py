@@ -120,6 +120,12 @@ class ComponentCache:
                 self._entries.popitem(last=False)
             return module
 
+    def retain(self, keys: set[tuple[str, str, tuple[str, ...]]]) -> None:
+        """Drop every cached component except ``keys`` ((component, precision, protect))."""
+        with self._lock:
+            for key in [k for k in self._entries if k not in keys]:
+                del self._entries[key]
+
 
 def _is_fp32(module: nn.Module) -> bool:
     import torch

@@ -1,6 +1,7 @@
 """Profiles: versioned JSON of the Pareto-optimal tiers `autoq tune` found for a device."""
 
 from autoq.profile._io import read_profile, write_profile
+from autoq.profile._match import fingerprint_differences, load_profile
 from autoq.profile._model import (
     SCHEMA_VERSION,
     Constraints,
@@ -22,6 +23,8 @@ __all__ = [
     "StudyInfo",
     "Tier",
     "TrialPoint",
+    "fingerprint_differences",
+    "load_profile",
     "read_profile",
     "write_profile",
     "write_report",

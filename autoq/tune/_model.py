@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from autoq.profile import ModelIdentity
     from autoq.quality import ClipScorer
 
-__all__ = ["LoadedModel", "folder_hash", "load_model"]
+__all__ = ["LoadedModel", "folder_hash", "load_model", "load_pipeline", "pipeline_folder"]
 
 ZOO_PREFIX = "zoo:"
 
@@ -68,6 +68,33 @@ def _slug(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name) or "model"
 
 
+def pipeline_folder(source: str | None) -> Path:
+    """The folder of a model given as ``zoo:NAME`` (or ``None`` for the zoo default), a
+    folder, or a cached hub id."""
+    from autoq import zoo
+
+    if source is None or source.startswith(ZOO_PREFIX):
+        name = "shapes" if source is None else source.removeprefix(ZOO_PREFIX)
+        return zoo.model_path(name) / "pipeline"
+    return _local_folder(source)
+
+
+def load_pipeline(folder: Path) -> DiffusionPipeline:
+    """``DiffusionPipeline.from_pretrained(folder)``, with load errors made clear.
+
+    Raises:
+        ModelNotFoundError: The folder holds no loadable pipeline.
+    """
+    from diffusers import DiffusionPipeline
+
+    try:
+        return DiffusionPipeline.from_pretrained(folder)
+    except Exception as exc:
+        raise ModelNotFoundError(
+            f"Cannot load a diffusers pipeline from {folder}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
 def load_model(model: str | None, scorer: str | None) -> LoadedModel:
     """Load the pipeline to tune (offline) and the CLIP scorer that judges it.
 
@@ -75,19 +102,16 @@ def load_model(model: str | None, scorer: str | None) -> LoadedModel:
         ModelNotFoundError: The model or scorer cannot be found or loaded.
         ConfigError: A model outside the zoo was given without ``scorer``.
     """
-    from diffusers import DiffusionPipeline
-
     from autoq import zoo
     from autoq.profile import ModelIdentity
     from autoq.quality import ClipScorer
 
+    folder = pipeline_folder(model)
     if model is None or model.startswith(ZOO_PREFIX):
         name = "shapes" if model is None else model.removeprefix(ZOO_PREFIX)
-        folder = zoo.model_path(name) / "pipeline"
         source, prompts, guidance = f"{ZOO_PREFIX}{name}", zoo.prompts(name), 5.0
         default_scorer: ClipScorer | None = zoo.scorer(name)
     else:
-        folder = _local_folder(model)
         source, prompts, guidance, default_scorer = model, None, 7.5, None
     if scorer is not None:
         default_scorer = ClipScorer.from_pretrained(_local_folder(scorer))
@@ -96,12 +120,7 @@ def load_model(model: str | None, scorer: str | None) -> LoadedModel:
             f"Model {model!r} has no default CLIP scorer; pass --scorer with a CLIPModel "
             "folder or cached hub id (e.g. openai/clip-vit-large-patch14)."
         )
-    try:
-        pipe = DiffusionPipeline.from_pretrained(folder)
-    except Exception as exc:
-        raise ModelNotFoundError(
-            f"Cannot load a diffusers pipeline from {folder}: {type(exc).__name__}: {exc}"
-        ) from None
+    pipe = load_pipeline(folder)
     identity = ModelIdentity(
         source=source, content_hash=folder_hash(folder), pipeline_class=type(pipe).__name__
     )
