@@ -65,7 +65,7 @@ def make_profile(peaks: tuple[float, float, float] = (300, 120, 60)) -> Profile:
             trials_completed=3,
             trials_failed=0,
             trials_pruned=0,
-        ),  # fmt: skip
+        ),
     )
 
 
