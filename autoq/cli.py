@@ -276,6 +276,48 @@ def report(
     typer.echo(str(written))
 
 
+@app.command()
+def serve(
+    profile: str = typer.Option(..., help="Profile file, or a directory to pick from."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (non-loopback needs a key)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    max_queue: int = typer.Option(8, help="Requests waiting beyond those generating."),
+    slo: float | None = typer.Option(None, help="Latency objective per request, seconds."),
+    workers: int = typer.Option(1, help="Generations running at once."),
+    api_key_env: str | None = typer.Option(
+        None, help="Environment variable holding the API key clients must send."
+    ),
+    device: str | None = typer.Option(None, help="cpu or cuda[:N] (default: cuda if present)."),
+) -> None:
+    """Serve the adaptive runtime over HTTP (POST /generate, /tiers, /metrics, /docs)."""
+    import ipaddress
+    import os
+
+    import uvicorn
+
+    from autoq.errors import ConfigError
+    from autoq.serve import create_app
+
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise ConfigError(f"--api-key-env names {api_key_env}, but it is unset or empty.")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise ConfigError(f"--host must be an IP address or localhost, but got {host!r}.") from None
+    if not loopback and api_key is None:
+        raise ConfigError(
+            f"Refusing to listen on {host} without an API key; "
+            "set one with --api-key-env VAR, or bind 127.0.0.1."
+        )
+    application = create_app(
+        profile, max_queue=max_queue, slo_s=slo, workers=workers, api_key=api_key, device=device
+    )
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     """Console entry point: an `AutoqError` becomes one line on stderr and exit code 1."""
     try:

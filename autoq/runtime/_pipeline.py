@@ -7,7 +7,7 @@ import copy
 import gc
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +84,7 @@ class AdaptivePipeline:
         self._in_flight = 0
         self._latency_ratio = 1.0
         self._pinned: int | None = None
+        self._queue_source: Callable[[], int] | None = None
         self._cooling: dict[int, float] = {}
         self._index = 0
         self._pipe: DiffusionPipeline | None = None
@@ -194,10 +195,16 @@ class AdaptivePipeline:
             self._slots.release()
 
     def signals(self) -> Signals:
-        """The monitor's latest sample with the runtime's own load."""
+        """The monitor's latest sample with the runtime's own load (plus any queue a
+        front end keeps in front of it, see `set_queue_source`)."""
         sample = self.monitor.sample()
         with self._lock:
-            return sample.with_load(self._in_flight, self._waiting, self._latency_ratio)
+            queued = self._waiting + (self._queue_source() if self._queue_source else 0)
+            return sample.with_load(self._in_flight, queued, self._latency_ratio)
+
+    def set_queue_source(self, source: Callable[[], int] | None) -> None:
+        """Count requests a server holds before they reach this pipeline as queued."""
+        self._queue_source = source
 
     # -- internals ---------------------------------------------------------------------
 

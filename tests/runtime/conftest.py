@@ -39,8 +39,10 @@ def make_profile(peaks: tuple[float, float, float] = (300, 120, 60)) -> Profile:
     ]
     names = ["quality", "balanced", "minimal"]
     tiers = [
-        Tier(name=n, plan=p, metrics=metrics(peak, peak / 3, 0.2 + i * 0.0, 30 - i))
-        for i, (n, p, peak) in enumerate(zip(names, plans, peaks, strict=True))
+        Tier(name=n, plan=p, metrics=metrics(peak, peak / 3, latency, 30 - i))
+        for i, (n, p, peak, latency) in enumerate(
+            zip(names, plans, peaks, (0.3, 0.15, 0.05), strict=True)
+        )
     ]
     return Profile(
         autoq_version="0.1.0",

@@ -1,0 +1,76 @@
+"""Prometheus metrics of the service, in a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from autoq.runtime import AdaptivePipeline
+
+__all__ = ["ServiceMetrics"]
+
+
+class _RuntimeCollector(Collector):
+    """Reads the runtime's own counters at scrape time."""
+
+    def __init__(self, pipe: AdaptivePipeline, queue_depth: Callable[[], int]) -> None:
+        self.pipe = pipe
+        self.queue_depth = queue_depth
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.pipe.metrics.snapshot()
+        current = GaugeMetricFamily(
+            "autoq_current_tier", "1 for the tier new requests are served by", labels=["tier"]
+        )
+        for tier in self.pipe.tiers:
+            current.add_metric([tier.name], 1.0 if tier.name == self.pipe.tier.name else 0.0)
+        yield current
+        yield GaugeMetricFamily(
+            "autoq_tier_switches", "Tier switches so far", value=snap["switches"]
+        )
+        yield GaugeMetricFamily(
+            "autoq_oom_retries",
+            "Requests retried on a lower tier after OOM",
+            value=snap["oom_retries"],
+        )
+        yield GaugeMetricFamily(
+            "autoq_queue_depth", "Requests waiting or generating", value=float(self.queue_depth())
+        )
+        if snap["available_memory_bytes"] is not None:
+            yield GaugeMetricFamily(
+                "autoq_available_memory_bytes",
+                "Memory available to the runtime",
+                value=snap["available_memory_bytes"],
+            )
+
+
+class ServiceMetrics:
+    """Requests by tier and status, latency per tier, rejections, plus runtime gauges."""
+
+    def __init__(self, pipe: AdaptivePipeline, queue_depth: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "autoq_requests",
+            "Generate requests by tier and HTTP status",
+            ["tier", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "autoq_request_latency_seconds",
+            "End-to-end generation latency per tier",
+            ["tier"],
+            registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+        )
+        self.rejections = Counter(
+            "autoq_rejections",
+            "Requests answered 503/429 by backpressure",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.registry.register(_RuntimeCollector(pipe, queue_depth))

@@ -1,0 +1,53 @@
+"""Request and response bodies of the HTTP API (pydantic; limits enforced here)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["GenerateRequest", "GenerateResponse", "TierInfo", "TiersResponse"]
+
+MAX_PROMPT_CHARS = 1000
+
+
+class GenerateRequest(BaseModel):
+    """The body most diffusers HTTP services accept, plus optional ``seed`` and ``tier``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    width: int | None = Field(default=None, ge=8, le=2048, multiple_of=8)
+    height: int | None = Field(default=None, ge=8, le=2048, multiple_of=8)
+    steps: int | None = Field(default=None, ge=1, le=150)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    tier: str | None = Field(default=None, max_length=100)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be blank")
+        return value
+
+
+class GenerateResponse(BaseModel):
+    image: str
+    """Base64-encoded PNG."""
+    tier: str
+    steps: int
+    latency_ms: float
+    seed: int | None = None
+
+
+class TierInfo(BaseModel):
+    name: str
+    plan: str
+    clip_score: float
+    latency_s: float
+    peak_memory_bytes: int
+
+
+class TiersResponse(BaseModel):
+    current: str
+    tiers: list[TierInfo]
