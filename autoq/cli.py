@@ -220,19 +220,11 @@ def _range(text: str) -> tuple[int, int]:
 
 def _print_tiers(profile: Any) -> None:
     table = Table(title=f"{profile.model.source} on {profile.fingerprint.fingerprint_id}")
-    for column in ("tier", "plan", "CLIP", "PSNR", "SSIM", "latency s", "peak MiB"):
+    rows = [tier.summary() for tier in [profile.reference, *profile.tiers]]
+    for column in rows[0]:
         table.add_column(column, overflow="fold")
-    for tier in [profile.reference, *profile.tiers]:
-        m = tier.metrics
-        table.add_row(
-            tier.name,
-            tier.plan.describe(),
-            f"{m.clip_score:.2f} ± {m.clip_score_std:.2f}",
-            "-" if m.psnr is None else f"{m.psnr:.1f}",
-            "-" if m.ssim is None else f"{m.ssim:.3f}",
-            f"{m.latency_s:.3f}",
-            f"{m.peak_memory_bytes / 2**20:,.1f}",
-        )
+    for row in rows:
+        table.add_row(*row.values())
     console.print(table)
 
 

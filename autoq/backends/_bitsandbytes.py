@@ -23,6 +23,38 @@ __all__ = ["BitsandbytesBackend"]
 _BLOCK = 64  # bitsandbytes' default 4-bit block size
 
 
+def _empty_layer(linear: torch.nn.Linear, precision: Precision) -> nn.Module:
+    """The bitsandbytes layer replacing ``linear``: weight still on the meta device, bias
+    carried over."""
+    import bitsandbytes as bnb
+    import torch
+
+    new: nn.Module
+    if precision.options["quant_type"] == "int8":
+        new = bnb.nn.Linear8bitLt(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            has_fp16_weights=False,
+            threshold=6.0,
+            device="meta",
+        )
+    else:
+        new = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            compute_dtype=linear.weight.dtype,
+            quant_type=precision.options["quant_type"],
+            compress_statistics=precision.options["double_quant"],
+            quant_storage=torch.uint8,
+            device="meta",
+        )
+    if linear.bias is not None:
+        new.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+    return new
+
+
 def _int8_scales(layer: nn.Module) -> torch.Tensor:
     """LLM.int8's per-row scales: on the weight until the first forward, then in the state."""
     scb = getattr(layer.weight, "SCB", None)
@@ -84,34 +116,14 @@ class BitsandbytesBackend:
         self, module: nn.Module, precision: Precision, targets: list[tuple[str, nn.Module]]
     ) -> None:
         import bitsandbytes as bnb
-        import torch
 
-        for name, linear in targets:
-            linear = cast(torch.nn.Linear, linear)
+        for name, layer in targets:
+            linear = cast("torch.nn.Linear", layer)
             weight = linear.weight.data
-            has_bias = linear.bias is not None
-            new: nn.Module
+            new = _empty_layer(linear, precision)
             if precision.options["quant_type"] == "int8":
-                new = bnb.nn.Linear8bitLt(
-                    linear.in_features,
-                    linear.out_features,
-                    bias=has_bias,
-                    has_fp16_weights=False,
-                    threshold=6.0,
-                    device="meta",
-                )
                 new.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
             else:
-                new = bnb.nn.Linear4bit(
-                    linear.in_features,
-                    linear.out_features,
-                    bias=has_bias,
-                    compute_dtype=weight.dtype,
-                    quant_type=precision.options["quant_type"],
-                    compress_statistics=precision.options["double_quant"],
-                    quant_storage=torch.uint8,
-                    device="meta",
-                )
                 new.weight = bnb.nn.Params4bit(
                     weight,
                     requires_grad=False,
@@ -119,8 +131,6 @@ class BitsandbytesBackend:
                     compress_statistics=precision.options["double_quant"],
                     blocksize=_BLOCK,
                 )
-            if has_bias:
-                new.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
             # Moving to the device is what quantizes the weight.
             set_submodule(module, name, new.to(weight.device))
 
@@ -142,41 +152,25 @@ class BitsandbytesBackend:
         self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
     ) -> None:
         import bitsandbytes as bnb
-        import torch
         from safetensors.torch import load_file
 
         state = load_file(folder / "weights.safetensors")
         for name in targets:
-            linear = cast(torch.nn.Linear, module.get_submodule(name))
-            device, has_bias = linear.weight.device, linear.bias is not None
-            data = state[f"{name}.weight"]
-            new: nn.Module
+            linear = cast("torch.nn.Linear", module.get_submodule(name))
+            device = linear.weight.device
+            data = state[f"{name}.weight"].to(device)
+            new = _empty_layer(linear, precision)
             if precision.options["quant_type"] == "int8":
-                new = bnb.nn.Linear8bitLt(
-                    linear.in_features, linear.out_features, bias=has_bias,
-                    has_fp16_weights=False, threshold=6.0, device="meta",
-                )  # fmt: skip
-                weight = bnb.nn.Int8Params(data.to(device), requires_grad=False,
-                                           has_fp16_weights=False)  # fmt: skip
+                weight = bnb.nn.Int8Params(data, requires_grad=False, has_fp16_weights=False)
                 weight.CB = weight.data  # as Int8Params._quantize leaves it
                 weight.SCB = state[f"{name}.SCB"].to(device)
                 new.weight = weight
             else:
-                new = bnb.nn.Linear4bit(
-                    linear.in_features, linear.out_features, bias=has_bias,
-                    compute_dtype=linear.weight.dtype,
-                    quant_type=precision.options["quant_type"],
-                    compress_statistics=precision.options["double_quant"],
-                    quant_storage=torch.uint8, device="meta",
-                )  # fmt: skip
                 prefix = f"{name}.weight."
                 stats = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
                 new.weight = bnb.nn.Params4bit.from_prequantized(
-                    data=data, quantized_stats=stats, requires_grad=False, device=device,
-                    module=new,
-                )  # fmt: skip
-            if has_bias:
-                new.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+                    data=data, quantized_stats=stats, requires_grad=False, device=device, module=new
+                )
             set_submodule(module, name, new)
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:

@@ -29,10 +29,21 @@ def write_gguf(path: Path, weights: dict[str, torch.Tensor], quant_type: str) ->
     import gguf
 
     qtype = gguf.GGMLQuantizationType[quant_type]
+    blocks = {
+        name: gguf.quants.quantize(weight.detach().float().cpu().numpy(), qtype)
+        for name, weight in weights.items()
+    }
+    _write_blocks(path, blocks, quant_type)
+
+
+def _write_blocks(path: Path, blocks: dict[str, Any], quant_type: str) -> None:
+    """Write already-quantized ``blocks`` (uint8 arrays) as a GGUF file."""
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[quant_type]
     writer = gguf.GGUFWriter(str(path), arch="autoq")
-    for name, weight in weights.items():
-        data = weight.detach().float().cpu().numpy()
-        writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+    for name, data in blocks.items():
+        writer.add_tensor(name, data, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -127,18 +138,11 @@ class GGUFBackend:
     def save_state(
         self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
     ) -> None:
-        import gguf
-
-        qtype = gguf.GGMLQuantizationType[str(precision.options["type"])]
-        writer = gguf.GGUFWriter(str(folder / "weights.gguf"), arch="autoq")
+        blocks = {}
         for name in targets:
             weight: Any = module.get_submodule(name).weight  # a GGUFParameter
-            blocks = weight.as_tensor().cpu().numpy()
-            writer.add_tensor(f"{name}.weight", blocks, raw_dtype=qtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+            blocks[f"{name}.weight"] = weight.as_tensor().cpu().numpy()
+        _write_blocks(folder / "weights.gguf", blocks, str(precision.options["type"]))
 
     def load_state(
         self, module: nn.Module, precision: Precision, targets: list[str], folder: Path

@@ -95,6 +95,20 @@ class Tier(BaseModel):
     samples: list[str] = Field(default_factory=list)
     """Sample image paths, relative to the profile file."""
 
+    def summary(self) -> dict[str, str]:
+        """Display strings of the plan and metrics, for tables and reports."""
+        m = self.metrics
+        return {
+            "tier": self.name,
+            "plan": self.plan.describe(),
+            "CLIP": f"{m.clip_score:.2f} ± {m.clip_score_std:.2f}",
+            "PSNR dB": "-" if m.psnr is None else f"{m.psnr:.1f}",
+            "SSIM": "-" if m.ssim is None else f"{m.ssim:.3f}",
+            "latency s": f"{m.latency_s:.3f} (p90 {m.latency_p90_s:.3f})",
+            "peak MiB": f"{m.peak_memory_bytes / 2**20:,.1f}",
+            "weights MiB": f"{m.weight_bytes / 2**20:,.1f}",
+        }
+
     def to_diffusers(self) -> Any:
         """This tier's precisions as diffusers' own ``PipelineQuantizationConfig``.
 

@@ -68,18 +68,7 @@ def _img(base: Path, relative: str) -> str:
 
 
 def _metrics_row(tier: Tier) -> str:
-    m = tier.metrics
-    cells = [
-        tier.name,
-        tier.plan.describe(),
-        f"{m.clip_score:.2f} ± {m.clip_score_std:.2f}",
-        "-" if m.psnr is None else f"{m.psnr:.1f}",
-        "-" if m.ssim is None else f"{m.ssim:.3f}",
-        f"{m.latency_s:.3f} (p90 {m.latency_p90_s:.3f})",
-        f"{m.peak_memory_bytes / 2**20:,.1f}",
-        f"{m.weight_bytes / 2**20:,.1f}",
-    ]
-    return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+    return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in tier.summary().values()) + "</tr>"
 
 
 def write_report(profile: Profile, profile_path: str | Path, out: str | Path | None = None) -> Path:
@@ -124,8 +113,7 @@ Constraints: {html.escape(str(constraints))}.</p>
 <h2>Same prompts, same seeds, every tier</h2>
 <table><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>
 <h2>Metrics</h2>
-<table><tr><th>tier</th><th>plan</th><th>CLIP</th><th>PSNR dB</th><th>SSIM</th>
-<th>latency s</th><th>peak MiB</th><th>weights MiB</th></tr>
+<table><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in profile.reference.summary())}</tr>
 {"".join(_metrics_row(t) for t in columns)}</table>
 </body></html>
 """
