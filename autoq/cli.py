@@ -311,7 +311,8 @@ def serve(
 
 
 def main() -> None:
-    """Console entry point: an `AutoqError` becomes one line on stderr and exit code 1."""
+    """Console entry point: an `AutoqError` becomes one line on stderr and exit code 1;
+    Ctrl-C exits 130 without a traceback."""
     try:
         app()
     except AutoqError as exc:
@@ -319,6 +320,9 @@ def main() -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

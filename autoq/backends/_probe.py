@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import os
 import tempfile
@@ -58,10 +59,16 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "autoq"
 
 
-def _cache_file(device: torch.device) -> Path:
+@functools.cache
+def _fingerprint_id() -> str:
+    """This machine's fingerprint id; it cannot change while the process runs."""
     from autoq.device import fingerprint
 
-    fid = fingerprint(bench=False).fingerprint_id
+    return fingerprint(bench=False).fingerprint_id
+
+
+def _cache_file(device: torch.device) -> Path:
+    fid = _fingerprint_id()
     return cache_dir() / "probes" / f"{fid}-{str(device).replace(':', '')}.json"
 
 
