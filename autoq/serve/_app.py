@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 import autoq
@@ -125,6 +126,13 @@ def create_app(
             if not hmac.compare_digest(given.encode(), api_key.encode()):
                 return JSONResponse({"detail": "Missing or wrong API key."}, 401)
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Location and message only: echoing the input back could be large, or not even
+        # JSON (NaN, Infinity).
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, 422)
 
     @app.exception_handler(AutoqError)
     async def autoq_error(_request: Request, exc: AutoqError) -> JSONResponse:

@@ -78,6 +78,14 @@ def test_malformed_json_and_huge_bodies_are_refused(client: TestClient) -> None:
     assert huge.status_code == 413
 
 
+@pytest.mark.parametrize(
+    "raw", [b'{"prompt":"x","guidance_scale":NaN}', b'{"prompt":"x","steps":Infinity}']
+)
+def test_non_finite_numbers_are_rejected(client: TestClient, raw: bytes) -> None:
+    response = client.post("/generate", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
 def test_tiers_health_ready_metrics_and_openapi(client: TestClient) -> None:
     tiers = client.get("/tiers").json()
     assert [t["name"] for t in tiers["tiers"]] == ["quality", "balanced", "minimal"]
@@ -135,7 +143,7 @@ class _FakeOut:
         st.sampled_from(["prompt", "negative_prompt", "width", "height", "steps",
                          "guidance_scale", "seed", "tier", "extra"]),
         st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-                  st.floats(allow_nan=True), st.text(max_size=50),
+                  st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=50),
                   st.lists(st.integers(), max_size=3)),
     )
 )  # fmt: skip
