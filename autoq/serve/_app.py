@@ -88,7 +88,6 @@ def create_app(
             source, policy=DefaultPolicy(slo_s=slo_s), device=device, max_concurrency=workers
         )
     )
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="autoq-gen")
     lock = threading.Lock()
     pending = {"n": 0}  # admitted requests not yet answered: queued + generating
 
@@ -100,10 +99,20 @@ def create_app(
     names = [t.name for t in pipe.tiers]
     default_size = _default_size(pipe)
 
+    pool: dict[str, ThreadPoolExecutor] = {}
+
+    def executor() -> ThreadPoolExecutor:
+        # One pool per serving lifetime: a server (or test client) may start the app again.
+        if "pool" not in pool:
+            pool["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="autoq-gen")
+        return pool["pool"]
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        executor.shutdown(wait=False, cancel_futures=True)
+        running = pool.pop("pool", None)
+        if running is not None:
+            running.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -203,7 +212,7 @@ def create_app(
         start = time.perf_counter()
         try:
             out = await asyncio.get_running_loop().run_in_executor(
-                executor, lambda: _run(pipe, body)
+                executor(), lambda: _run(pipe, body)
             )
         except OutOfMemoryError as exc:
             metrics.requests.labels("none", "503").inc()

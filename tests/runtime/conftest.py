@@ -25,7 +25,10 @@ def metrics(peak_mib: float, weight_mib: float, latency_s: float, clip: float) -
     )
 
 
-def make_profile(peaks: tuple[float, float, float] = (300, 120, 60)) -> Profile:
+def make_profile(
+    peaks: tuple[float, float, float] = (300, 120, 60),
+    latencies: tuple[float, float, float] = (0.3, 0.15, 0.05),
+) -> Profile:
     from autoq.tune._model import folder_hash, pipeline_folder
 
     plans = [
@@ -40,9 +43,7 @@ def make_profile(peaks: tuple[float, float, float] = (300, 120, 60)) -> Profile:
     names = ["quality", "balanced", "minimal"]
     tiers = [
         Tier(name=n, plan=p, metrics=metrics(peak, peak / 3, latency, 30 - i))
-        for i, (n, p, peak, latency) in enumerate(
-            zip(names, plans, peaks, (0.3, 0.15, 0.05), strict=True)
-        )
+        for i, (n, p, peak, latency) in enumerate(zip(names, plans, peaks, latencies, strict=True))
     ]
     return Profile(
         autoq_version="0.1.0",
