@@ -182,11 +182,17 @@ def tune(
     )
     task = progress.add_task("tune", total=config.trials, best="measuring reference...")
 
+    calls = {"n": 0}
+
     def on_trial(done: int, wanted: int, best: float | None) -> None:
-        progress.start()  # first call: the model loaded, so input errors come before any bar
-        label = "no feasible trial yet" if best is None else f"best feasible CLIP {best:.2f}"
-        if done == 0 and best is None:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the model loaded: input errors are past, show the bar
+            progress.start()
             label = "measuring reference..."
+        elif best is None:
+            label = "no feasible trial yet"
+        else:
+            label = f"best feasible CLIP {best:.2f}"
         progress.update(task, completed=done, total=wanted, best=label)
 
     try:
