@@ -126,6 +126,9 @@ def create_app(
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
+        if request.method == "POST" and length is None:
+            # A chunked body would dodge the size limit: ask for a declared length.
+            return JSONResponse({"detail": "Send a Content-Length header."}, 411)
         if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
             return JSONResponse({"detail": f"Body larger than {max_body_bytes} bytes."}, 413)
         if api_key is not None and request.url.path not in _OPEN_PATHS:
