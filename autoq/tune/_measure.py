@@ -23,7 +23,15 @@ if TYPE_CHECKING:
 
     from autoq.quality import ClipScorer
 
-__all__ = ["fidelity", "generate", "measure_pipeline"]
+__all__ = ["TooSlowError", "fidelity", "generate", "measure_pipeline"]
+
+
+class TooSlowError(Exception):
+    """A plan's measured warm-up already rules it out; measuring on would waste time."""
+
+    def __init__(self, seconds: float, limit: float) -> None:
+        super().__init__(f"warm-up generation took {seconds:.2f}s, over {limit:.2f}s")
+        self.seconds = seconds
 
 
 def generate(
@@ -90,12 +98,16 @@ def measure_pipeline(
     device: torch.device,
     reference: Sequence[Image] | None = None,
     size: tuple[int, int] | None = None,
+    give_up_after_s: float | None = None,
 ) -> tuple[Metrics, list[Image], float]:
     """Generate ``prompts`` with ``seeds`` on ``pipe`` and measure the result.
 
     Returns:
         The metrics, the generated images (one per prompt) and the seconds spent in
         generations (warm-up included), to tell measurement from overhead.
+
+    Raises:
+        TooSlowError: The warm-up generation alone took longer than ``give_up_after_s``.
     """
     from autoq.backends import weight_bytes
     from autoq.device import PeakMemory
@@ -106,6 +118,8 @@ def measure_pipeline(
     with PeakMemory(device) as peak:
         generate(pipe, prompts[0], seeds[0], steps, guidance_scale, size)
     warmup_s = time.perf_counter() - start
+    if give_up_after_s is not None and warmup_s > give_up_after_s:
+        raise TooSlowError(warmup_s, give_up_after_s)
     images, seconds = [], []
     for prompt, seed in zip(prompts, seeds, strict=True):
         start = time.perf_counter()

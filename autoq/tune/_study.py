@@ -27,6 +27,7 @@ from autoq.profile import (
     write_profile,
 )
 from autoq.tune._config import TuneConfig
+from autoq.tune._measure import TooSlowError
 from autoq.tune._space import SearchSpace
 from autoq.tune._tiers import feasible, select_tiers, tier_names, trial_metrics
 
@@ -196,8 +197,10 @@ class _Tuner:
         from autoq.tune._measure import measure_pipeline
 
         pipe = assemble(self.cache, plan)
+        limit = self.config.max_latency_s
         return measure_pipeline(
             pipe,
+            give_up_after_s=2 * limit if limit is not None and reference is not None else None,
             prompts=self.prompts,
             seeds=self.seeds,
             steps=plan.steps,
@@ -284,6 +287,10 @@ class _Tuner:
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
+        except TooSlowError as slow:
+            # Measured, not estimated: the warm-up alone was twice the latency limit.
+            trial.set_user_attr("pruned", str(slow))
+            raise optuna.TrialPruned(str(slow)) from None
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
             log.warning("trial_failed", trial=trial.number, plan=plan.describe(), error=str(exc))

@@ -128,3 +128,22 @@ def test_a_trial_that_raises_does_not_stop_the_study(tmp_path: Path, monkeypatch
 def test_impossible_constraints_say_what_to_relax(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="relax"):
         tune(fast_config(tmp_path, trials=1, precisions=("fp32",), max_latency_s=1e-6))
+
+
+def test_plans_far_over_the_latency_limit_stop_after_the_warm_up(tmp_path: Path) -> None:
+    """A plan whose warm-up generation already takes twice the limit is pruned with the
+    measured time, instead of generating every prompt."""
+    config = fast_config(tmp_path, trials=2, precisions=("fp32",), max_latency_s=1e-6)
+    with pytest.raises(ConfigError):  # nothing can meet a microsecond
+        tune(config)
+    trials = [
+        t
+        for name in optuna.get_all_study_names(_db(tmp_path))
+        for t in optuna.load_study(study_name=name, storage=_db(tmp_path)).trials
+    ]
+    assert trials and all(t.state == TrialState.PRUNED for t in trials)
+    assert all("warm-up generation took" in t.user_attrs["pruned"] for t in trials)
+
+
+def _db(folder: Path) -> str:
+    return f"sqlite:///{next(folder.glob('*.optuna.db'))}"
