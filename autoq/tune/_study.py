@@ -129,14 +129,10 @@ def _open_storage(url: str) -> optuna.storages.BaseStorage:
         raise ConfigError(f"Cannot open study storage {_redact(url)}: {exc}") from None
 
 
-def _save_images(images: list[Image], folder: Path) -> list[Path]:
+def _save_images(images: list[Image], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
     for i, image in enumerate(images):
-        path = folder / f"{i:02d}.png"
-        image.save(path)
-        paths.append(path)
-    return paths
+        image.save(folder / f"{i:02d}.png")
 
 
 def _load_images(folder: Path, count: int) -> list[Image] | None:
@@ -179,10 +175,10 @@ class _Tuner:
             min_clip_score=config.min_clip_score,
             max_clip_drop_pct=config.max_clip_drop_pct,
         )
-        base_bytes = sum(weight_bytes(m) for m in module_components(loaded.pipe).values())
+        self.base_modules = module_components(loaded.pipe)
+        base_bytes = sum(weight_bytes(m) for m in self.base_modules.values())
         budget = config.cache_bytes or max(4 * base_bytes, available_memory() // 4)
         self.cache = ComponentCache(loaded.pipe, budget, model_hash=loaded.identity.content_hash)
-        self.base_modules = module_components(loaded.pipe)
         self._estimates: dict[tuple[str, str], float] = {}
         self.reference: Metrics | None = None
         self.reference_plan = self.space.reference()
