@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tune.py wall
 	$(BIN)/python benchmarks/tune.py samplers
 	$(BIN)/python benchmarks/tune.py overhead
+	$(BIN)/python benchmarks/runtime.py
+	$(BIN)/python benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
