@@ -48,7 +48,7 @@ def generate(
     kwargs: dict[str, Any] = {}
     if size is not None:
         kwargs["height"], kwargs["width"] = size
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: its tensors break later deepcopies of modules
         result = pipe(
             prompt,
             num_inference_steps=steps,

@@ -85,23 +85,20 @@ def generate(
 def _accuracies(
     scorer: ClipScorer, images: list[Image.Image], triples: list[tuple[str, str, str]]
 ) -> tuple[float, float, float]:
-    colours, shapes, backgrounds = (
-        list(_shapes.COLOURS),
-        list(_shapes.SHAPES),
-        list(_shapes.BACKGROUNDS),
-    )
-    hits = [0, 0, 0]
-    for image, (shape, colour, background) in zip(images, triples, strict=True):
-        candidates = (
-            ([_shapes.canonical_caption(shape, c, background) for c in colours], colours, colour),
-            ([_shapes.canonical_caption(s, colour, background) for s in shapes], shapes, shape),
-            ([_shapes.canonical_caption(shape, colour, b) for b in backgrounds], backgrounds,
-             background),
-        )  # fmt: skip
-        for k, (labels, names, truth) in enumerate(candidates):
-            hits[k] += int(names[int(scorer.classify([image], labels)[0])] == truth)
+    """Zero-shot colour, shape and background accuracy (each varied with the others fixed)."""
+    axes = (list(_shapes.SHAPES), list(_shapes.COLOURS), list(_shapes.BACKGROUNDS))
+    every = [(s, c, b) for s in axes[0] for c in axes[1] for b in axes[2]]
+    text = scorer.text_features([_shapes.canonical_caption(*t) for t in every])
+    row = {t: i for i, t in enumerate(every)}
+    similarity = scorer.image_features(images) @ text.T
+    hits = [0, 0, 0]  # shape, colour, background
+    for i, triple in enumerate(triples):
+        for axis, names in enumerate(axes):
+            candidates = [(*triple[:axis], name, *triple[axis + 1 :]) for name in names]
+            scores = similarity[i, [row[c] for c in candidates]]
+            hits[axis] += int(names[int(scores.argmax())] == triple[axis])
     n = len(images)
-    return hits[0] / n, hits[1] / n, hits[2] / n
+    return hits[1] / n, hits[0] / n, hits[2] / n
 
 
 def _reference_images(triples: list[tuple[str, str, str]]) -> list[Image.Image]:

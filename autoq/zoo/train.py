@@ -25,6 +25,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="stages to run (each needs the earlier ones); default: all",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--parallel-scorer",
+        action="store_true",
+        help="train the scorer in a second process while the generator trains",
+    )
     defaults = TrainConfig()
     for name in ("vae_steps", "scorer_steps", "latent_count", "unet_steps"):
         parser.add_argument(
@@ -38,7 +43,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         unet_steps=args.unet_steps,
     )
     stages = STAGES if "all" in args.stage else tuple(args.stage)
-    train(args.out, stages=stages, config=config, threads=args.threads)
+    train(
+        args.out,
+        stages=stages,
+        config=config,
+        threads=args.threads,
+        parallel_scorer=args.parallel_scorer,
+    )
 
 
 if __name__ == "__main__":
