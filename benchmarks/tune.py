@@ -89,7 +89,10 @@ def samplers(seeds: int) -> dict:
         return lookup[json.dumps(params, sort_keys=True)]
 
     makers = {
-        "nsga2": lambda s: optuna.samplers.NSGAIISampler(seed=s, population_size=10),
+        # The population rule `autoq tune` uses for this budget.
+        "nsga2": lambda s: optuna.samplers.NSGAIISampler(
+            seed=s, population_size=max(8, min(50, budget // 4))
+        ),
         "tpe": lambda s: optuna.samplers.TPESampler(seed=s, multivariate=True),
         "random": lambda s: optuna.samplers.RandomSampler(seed=s),
     }

@@ -99,7 +99,9 @@ def _sampler(config: TuneConfig, space: SearchSpace) -> optuna.samplers.BaseSamp
 
     # Constraints reach NSGA-II and TPE through `Trial.set_constraint` in the objective.
     if config.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=config.seed)
+        # A population sized to the budget, so short tunes still evolve a few generations.
+        population = max(8, min(50, config.trials // 4))
+        return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=population)
     if config.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=config.seed, multivariate=True)
     if config.sampler == "random":
