@@ -2,12 +2,12 @@
 
     python benchmarks/load.py [--profile profiles/] [--seconds 60] [--slo 2.0]
 
-Starts the server on a free loopback port, measures the top tier's sustainable throughput with one
-sequential client, then offers about 4x that rate for ``--seconds`` twice: adaptive
-(the policy picks tiers) and pinned (every request names the top tier). Reports SLO attainment (share of all requests answered 200
-within the SLO), completed throughput, p50/p95 latency, rejections, and lost requests
-(anything that is neither 200 nor a deliberate 503/429). Results:
-benchmarks/results/load.json.
+Starts the server on a free loopback port, measures the top tier's sustainable
+throughput with one sequential client, then offers about 4x that rate for ``--seconds``
+twice: adaptive (the policy picks tiers) and pinned (every request names the top tier).
+Reports SLO attainment (share of all requests answered 200 within the SLO), completed
+throughput, p50/p95 latency, rejections, and lost requests (anything that is neither 200
+nor a deliberate 503/429). Results: benchmarks/results/load.json.
 """
 
 from __future__ import annotations
