@@ -38,11 +38,13 @@ REDUCED = {
 }
 
 
-def wall() -> dict:
+def wall(profiles_dir: str | None) -> dict:
+    """Time the default `autoq tune` (into a fresh temporary folder unless one is given)."""
     with tempfile.TemporaryDirectory() as tmp:
+        target = profiles_dir or tmp
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "autoq.cli", "tune", "--profiles-dir", tmp], check=True
+            [sys.executable, "-m", "autoq.cli", "tune", "--profiles-dir", target], check=True
         )
         seconds = time.perf_counter() - start
     return {"command": "autoq tune", "wall_s": seconds}
@@ -128,8 +130,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["wall", "samplers", "overhead"])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--profiles-dir", help="wall: keep the profile here (a fresh folder)")
     args = parser.parse_args()
-    result = {"wall": wall, "overhead": overhead}.get(args.what, lambda: samplers(args.seeds))()
+    if args.what == "wall":
+        result = wall(args.profiles_dir)
+    elif args.what == "overhead":
+        result = overhead()
+    else:
+        result = samplers(args.seeds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"tune-{args.what}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
