@@ -36,7 +36,7 @@ def _as_uint8_chw(image: Any) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ConfigError(f"Expected an HxWx3 array, but got shape {image.shape}.")
-        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        image = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # copy: PIL arrays are read-only
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
         raise ConfigError(
             "Expected PIL images, HxWx3 arrays or 3xHxW tensors, "

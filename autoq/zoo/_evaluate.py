@@ -89,7 +89,7 @@ def _accuracies(
     axes = (list(_shapes.SHAPES), list(_shapes.COLOURS), list(_shapes.BACKGROUNDS))
     every = [(s, c, b) for s in axes[0] for c in axes[1] for b in axes[2]]
     text = scorer.text_features([_shapes.canonical_caption(*t) for t in every])
-    row = {t: i for i, t in enumerate(every)}
+    row: dict[tuple[str, ...], int] = {t: i for i, t in enumerate(every)}
     similarity = scorer.image_features(images) @ text.T
     hits = [0, 0, 0]  # shape, colour, background
     for i, triple in enumerate(triples):

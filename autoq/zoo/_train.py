@@ -40,7 +40,7 @@ log = get_logger(__name__)
 class TrainConfig:
     """Step counts and batch sizes of each stage (the defaults made the shipped weights).
 
-    On a 2-core CPU the defaults take about 80 minutes with the scorer in parallel.
+    On a 2-core CPU the defaults take about 90 minutes with the scorer in parallel.
     """
 
     version: int = 1
@@ -51,7 +51,7 @@ class TrainConfig:
     scorer_batch: int = 128
     scorer_lr: float = 1e-3
     latent_count: int = 10_000
-    unet_steps: int = 2000
+    unet_steps: int = 1750
     unet_batch: int = 64
     unet_lr: float = 5e-4
     caption_dropout: float = 0.1

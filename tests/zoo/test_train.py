@@ -35,7 +35,7 @@ def test_tiny_run_writes_loadable_models_and_resumes(tmp_path: Path) -> None:
 
     from autoq.quality import ClipScorer
 
-    _train.train(tmp_path, config=_TINY)
+    _train.train(tmp_path, config=_TINY, parallel_scorer=True)
     pipeline = StableDiffusionPipeline.from_pretrained(tmp_path / "pipeline")
     assert pipeline.vae.config.scaling_factor > 0
     ClipScorer.from_pretrained(tmp_path / "scorer")
