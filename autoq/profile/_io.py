@@ -22,6 +22,7 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(profile.model_dump_json(indent=2))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a profile is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
