@@ -145,6 +145,18 @@ def _load_checkpoint(
     return step, extra
 
 
+def _optimizer_step(loss: Any, params: Any, optimizer: Any, bar: Any) -> None:
+    """Backward, clip gradients at 1, step, and report the loss on the progress bar."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    bar.update(1)
+    bar.set_postfix(loss=f"{loss.item():.4f}")
+
+
 def _stage_tokenizer(out: Path) -> None:
     _tokenizer.build_tokenizer(_shapes.caption_vocabulary(), out / "tokenizer")
 
@@ -183,13 +195,8 @@ def _stage_vae(out: Path, config: TrainConfig) -> None:
             reconstruction = vae.decode(posterior.sample()).sample
         error = reconstruction.float() - x
         loss = error.abs().mean() + 0.5 * error.square().mean() + 1e-6 * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
+        _optimizer_step(loss, vae.parameters(), optimizer, bar)
         step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % config.checkpoint_every == 0 or step == config.vae_steps:
             _save_checkpoint(ckpt, step, {"vae": vae}, optimizer)
     bar.close()
@@ -229,13 +236,8 @@ def _stage_scorer(out: Path, config: TrainConfig) -> None:
             padding="max_length",
         )
         loss = model(**inputs, return_loss=True).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        _optimizer_step(loss, model.parameters(), optimizer, bar)
         step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % config.checkpoint_every == 0 or step == config.scorer_steps:
             _save_checkpoint(ckpt, step, {"scorer": model}, optimizer)
     bar.close()
@@ -339,16 +341,11 @@ def _stage_unet(out: Path, config: TrainConfig) -> None:
         weight = torch.clamp(snr[t], max=5.0) / snr[t]
         per_sample = (prediction - noise).square().mean(dim=(1, 2, 3))
         loss = (weight * per_sample).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        _optimizer_step(loss, params, optimizer, bar)
         step += 1
         _ema_update(
             ema, [p.detach() for p in params], min(config.ema_decay, (1 + step) / (10 + step))
         )
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % config.checkpoint_every == 0 or step == config.unet_steps:
             _save_checkpoint(
                 ckpt,
