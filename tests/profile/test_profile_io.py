@@ -3,54 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from autoq.device import fingerprint
 from autoq.errors import BackendError, ConfigError
 from autoq.pipeline import PipelinePlan
-from autoq.profile import (
-    Constraints,
-    Metrics,
-    ModelIdentity,
-    Profile,
-    StudyInfo,
-    Tier,
-    read_profile,
-    write_profile,
-)
+from autoq.profile import Constraints, Profile, read_profile, write_profile
+from tests.runtime.conftest import make_profile as three_tier_profile
 
-METRICS = Metrics(
-    clip_score=30.0, clip_score_std=1.0, latency_s=0.5, latency_p90_s=0.6,
-    peak_memory_bytes=100, weight_bytes=80, memory_method="cpu_dispatch_tracker",
-)  # fmt: skip
+METRICS = three_tier_profile().tiers[0].metrics
 
 
 def make_profile(plan: PipelinePlan) -> Profile:
-    tier = Tier(name="quality", plan=plan, metrics=METRICS)
-    return Profile(
-        autoq_version="0.1.0",
-        created=datetime.now(timezone.utc),
-        fingerprint=fingerprint(bench=False),
-        model=ModelIdentity(source="zoo:shapes", content_hash="abc", pipeline_class="X"),
-        constraints=Constraints(max_memory_bytes=1000),
-        prompts=["a red circle"],
-        seeds=[0],
-        guidance_scale=5.0,
-        reference=tier.model_copy(update={"name": "reference"}),
-        tiers=[tier],
-        study=StudyInfo(
-            storage="sqlite://",
-            study_name="s",
-            sampler="nsga2",
-            seed=0,
-            trials_completed=1,
-            trials_failed=0,
-            trials_pruned=0,
-        ),
-    )
+    """The shared hand-made profile with one tier of ``plan``."""
+    base = three_tier_profile()
+    return base.model_copy(update={"tiers": [base.tiers[0].model_copy(update={"plan": plan})]})
 
 
 def test_profile_round_trips(tmp_path: Path) -> None:
@@ -87,7 +55,8 @@ def test_constraints_combine_absolute_and_relative_quality() -> None:
     both = Constraints(min_clip_score=28.0, max_clip_drop_pct=10)
     assert both.effective_min_clip(30.0) == 28.0
     assert Constraints().violations(METRICS, 30.0) == [0.0, 0.0, 0.0]
-    assert Constraints(max_memory_bytes=50).violations(METRICS, 30.0)[0] == 50
+    over = Constraints(max_memory_bytes=50).violations(METRICS, 30.0)[0]
+    assert over == METRICS.peak_memory_bytes - 50
 
 
 def test_tier_to_diffusers_maps_loader_backends() -> None:
