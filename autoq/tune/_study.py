@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
+    from autoq.device import Fingerprint
     from autoq.tune._model import LoadedModel
 
 __all__ = ["TuneResult", "export_profile", "tune"]
@@ -149,17 +150,23 @@ def _load_images(folder: Path, count: int) -> list[Image] | None:
 class _Tuner:
     """One worker's view of the study: builds plans, measures them, records results."""
 
-    def __init__(self, config: TuneConfig, loaded: LoadedModel, device: torch.device) -> None:
-        from autoq.backends import cache_dir, weight_bytes
-        from autoq.device import available_memory, fingerprint
+    def __init__(
+        self,
+        config: TuneConfig,
+        loaded: LoadedModel,
+        device: torch.device,
+        fingerprint: Fingerprint,
+        workdir: Path,
+    ) -> None:
+        from autoq.backends import weight_bytes
+        from autoq.device import available_memory
         from autoq.pipeline import ComponentCache, module_components
 
         self.config = config
         self.loaded = loaded
         self.device = device
-        self.fingerprint = fingerprint(bench=False)
-        self.stem = f"{loaded.slug}-{self.fingerprint.fingerprint_id}"
-        self.workdir = cache_dir() / "tune" / self.stem  # refined once the study is known
+        self.fingerprint = fingerprint
+        self.workdir = workdir
         loaded.pipe.to(device)
         loaded.pipe.set_progress_bar_config(disable=True)
         self.space = _space(config, loaded, device)
@@ -392,15 +399,22 @@ def tune(
 
     from autoq.backends import cache_dir
     from autoq.backends._quiet import silence_libraries
+    from autoq.device import fingerprint
     from autoq.tune._model import load_model
 
     silence_libraries()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     device = _device(config.device)
     loaded = load_model(config.model, config.scorer)
-    tuner = _Tuner(config, loaded, device)
-    study_name = config.study_name or tuner.stem
-    storage = _storage(config, tuner.stem)
+    device_fingerprint = fingerprint(bench=False)
+    stem = f"{loaded.slug}-{device_fingerprint.fingerprint_id}"
+    study_name = config.study_name or stem
+    storage = _storage(config, stem)
+    # Per-trial images are working files: they live in the cache (not beside profiles),
+    # one folder per study, so studies that share a name in other storages never mix.
+    digest = hashlib.sha256(f"{storage}|{study_name}".encode()).hexdigest()[:10]
+    workdir = cache_dir() / "tune" / f"{study_name}-{digest}"
+    tuner = _Tuner(config, loaded, device, device_fingerprint, workdir)
     study = optuna.create_study(
         storage=_open_storage(storage),
         study_name=study_name,
@@ -408,10 +422,6 @@ def tune(
         sampler=_sampler(config, tuner.space),
         load_if_exists=True,
     )
-    # Per-trial images are working files: they live in the cache (not beside profiles),
-    # one folder per study, so studies that share a name in other storages never mix.
-    digest = hashlib.sha256(f"{storage}|{study_name}".encode()).hexdigest()[:10]
-    tuner.workdir = cache_dir() / "tune" / f"{study_name}-{digest}"
     for key, value in _study_context(tuner).items():
         study.set_user_attr(key, value)
     if on_trial is not None:  # the model loaded: report before the (long) reference run
@@ -458,9 +468,7 @@ def tune(
         except KeyboardInterrupt:
             interrupted = True
             log.warning("tune_interrupted", done=_counted(study))
-    path, profile = _write(
-        study, storage, tuner.workdir, config.profiles_dir / f"{tuner.stem}.json"
-    )
+    path, profile = _write(study, storage, tuner.workdir, config.profiles_dir / f"{stem}.json")
     log.info("profile_written", path=str(path), tiers=[t.name for t in profile.tiers])
     return TuneResult(path, profile, interrupted)
 
