@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from autoq._version import __version__
 from autoq.errors import (
     AutoqError,
     BackendError,
@@ -19,8 +20,6 @@ from autoq.errors import (
     ProfileMismatchError,
     UnknownPrecisionError,
 )
-
-__version__ = "0.1.0"
 
 _LAZY = {
     "Fingerprint": "autoq.device",

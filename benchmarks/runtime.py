@@ -40,7 +40,7 @@ def main() -> None:
 
     from diffusers import StableDiffusionPipeline
 
-    from autoq.tune._model import pipeline_folder
+    from autoq.pipeline import pipeline_folder
 
     profile = make_profile()
     results: dict[str, object] = {}

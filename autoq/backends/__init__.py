@@ -26,11 +26,11 @@ from autoq.backends._probe import (
     cache_dir,
     probe_all,
     probe_precision,
-    resolve_device,
 )
 from autoq.backends._quanto import QuantoBackend
 from autoq.backends._select import PROTECT_PRESETS, SkipPattern
 from autoq.backends._torchao import TorchaoBackend
+from autoq.device import resolve_device
 
 # Registry order is display order: the reference first, then by library.
 _backend: Backend

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import autoq
+from autoq._version import __version__
 from autoq.backends._apply import apply_precision, targets_for
 from autoq.backends._base import BACKENDS, get_precision, library_version
 from autoq.backends._quiet import quiet
@@ -41,7 +41,7 @@ def weights_key(
     spec = get_precision(precision)
     parts = {
         "format": _FORMAT,
-        "autoq": autoq.__version__,
+        "autoq": __version__,
         "model": model_hash,
         "component": component,
         "precision": precision,

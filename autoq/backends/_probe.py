@@ -8,17 +8,17 @@ import copy
 import functools
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from autoq._files import atomic_write_text
 from autoq.backends._base import BACKENDS, get_precision, list_precisions
 from autoq.backends._bytes import weight_bytes
 from autoq.backends._quiet import quiet
-from autoq.errors import ConfigError
+from autoq.device import resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +30,6 @@ __all__ = [
     "cache_dir",
     "probe_all",
     "probe_precision",
-    "resolve_device",
 ]
 
 _CACHE_VERSION = 1
@@ -83,12 +82,8 @@ def _load_cache(path: Path) -> dict[str, ProbeResult]:
 
 
 def _save_cache(path: Path, results: dict[str, ProbeResult]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {"version": _CACHE_VERSION, "results": {k: v.model_dump() for k, v in results.items()}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(body, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(body, indent=1))
 
 
 def _probe_net(device: torch.device) -> tuple[nn.Module, torch.Tensor]:
@@ -148,30 +143,6 @@ def _run_probe(name: str, device: torch.device) -> ProbeResult:
             reason=f"output error {error:.3g} vs fp32 exceeds its bound {spec.max_rel_error}",
         )
     return ProbeResult(**base, usable=True, rel_error=error, bytes_ratio=ratio, seconds=seconds)
-
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """Parse ``device`` (default CPU) and check that it exists here.
-
-    Raises:
-        ConfigError: The name is not a torch device, or names a GPU this machine lacks.
-    """
-    import torch
-
-    try:
-        resolved = torch.device(device or "cpu")
-    except RuntimeError:
-        raise ConfigError(
-            f"Unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'."
-        ) from None
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (resolved.index or 0) >= count:
-            raise ConfigError(
-                f"Device {device!r} is not available: this machine has {count} CUDA device(s). "
-                "Use --device cpu, or install a CUDA build of torch (README: GPU install)."
-            )
-    return resolved
 
 
 def probe_precision(

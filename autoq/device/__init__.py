@@ -12,6 +12,7 @@ from autoq.device._fingerprint import SCHEMA_VERSION, Fingerprint, fingerprint
 from autoq.device._gpu import GpuInfo
 from autoq.device._identity import CpuInfo, DeviceIdentity, SoftwareVersions
 from autoq.device._memory import PeakMemory
+from autoq.device._torch import release_memory, resolve_device
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -26,4 +27,6 @@ __all__ = [
     "available_memory",
     "effective_memory_limit",
     "fingerprint",
+    "release_memory",
+    "resolve_device",
 ]

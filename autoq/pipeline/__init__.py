@@ -6,14 +6,28 @@ from autoq.pipeline._build import (
     compatible_schedulers,
     module_components,
 )
+from autoq.pipeline._model import (
+    LoadedModel,
+    ModelIdentity,
+    folder_hash,
+    load_model,
+    load_pipeline,
+    pipeline_folder,
+)
 from autoq.pipeline._plan import PLAN_VERSION, SCHEDULERS, PipelinePlan
 
 __all__ = [
     "PLAN_VERSION",
     "SCHEDULERS",
     "ComponentCache",
+    "LoadedModel",
+    "ModelIdentity",
     "PipelinePlan",
     "assemble",
     "compatible_schedulers",
+    "folder_hash",
+    "load_model",
+    "load_pipeline",
     "module_components",
+    "pipeline_folder",
 ]

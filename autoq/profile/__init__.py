@@ -8,9 +8,13 @@ from autoq.profile._model import (
     Metrics,
     ModelIdentity,
     Profile,
+    Resource,
+    StepPoint,
     StudyInfo,
     Tier,
     TrialPoint,
+    TrialState,
+    TuneConditions,
 )
 from autoq.profile._report import write_report
 
@@ -20,9 +24,13 @@ __all__ = [
     "Metrics",
     "ModelIdentity",
     "Profile",
+    "Resource",
+    "StepPoint",
     "StudyInfo",
     "Tier",
     "TrialPoint",
+    "TrialState",
+    "TuneConditions",
     "fingerprint_differences",
     "load_profile",
     "read_profile",

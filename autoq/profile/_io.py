@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from autoq._files import atomic_write_text
 from autoq.errors import ConfigError
 from autoq.profile._model import Profile
 
@@ -16,18 +15,7 @@ __all__ = ["read_profile", "write_profile"]
 
 def write_profile(profile: Profile, path: str | Path) -> Path:
     """Write ``profile`` as JSON to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(profile.model_dump_json(indent=2))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a profile is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, profile.model_dump_json(indent=2))
 
 
 def read_profile(path: str | Path) -> Profile:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autoq.device import Fingerprint
-from autoq.pipeline import PipelinePlan
+from autoq.pipeline import ModelIdentity, PipelinePlan
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -16,12 +16,16 @@ __all__ = [
     "Metrics",
     "ModelIdentity",
     "Profile",
+    "Resource",
+    "StepPoint",
     "StudyInfo",
     "Tier",
     "TrialPoint",
+    "TrialState",
+    "TuneConditions",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Metrics(BaseModel):
@@ -32,6 +36,10 @@ class Metrics(BaseModel):
     clip_score: float
     """Mean CLIP score (torchmetrics definition: 100 x cosine) over the prompts."""
     clip_score_std: float
+    clip_ci: tuple[float, float] | None = None
+    """95% confidence interval of ``clip_score`` (bootstrap clustered by prompt)."""
+    n_images: int = 0
+    """How many images ``clip_score`` averages."""
     psnr: float | None = None
     """Mean PSNR (dB) against the reference images; ``None`` for the reference itself."""
     ssim: float | None = None
@@ -42,18 +50,6 @@ class Metrics(BaseModel):
     """Weights of every component plus the activation peak of one generation."""
     weight_bytes: int
     memory_method: str
-
-
-class ModelIdentity(BaseModel):
-    """Which model a profile was tuned for."""
-
-    model_config = ConfigDict(frozen=True)
-
-    source: str
-    """Hub id or local folder as given to ``from_pretrained`` (``zoo:shapes`` for the zoo)."""
-    content_hash: str
-    """sha256 over the model folder's files: a renamed copy is the same model."""
-    pipeline_class: str
 
 
 class Constraints(BaseModel):
@@ -83,6 +79,20 @@ class Constraints(BaseModel):
         ]
 
 
+Resource = Literal["quality", "latency", "memory"]
+
+
+class StepPoint(BaseModel):
+    """A tier's plan measured at another step count (same components and scheduler)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    steps: int = Field(ge=1)
+    latency_s: float = Field(gt=0)
+    clip_score: float
+    clip_ci: tuple[float, float] | None = None
+
+
 class Tier(BaseModel):
     """One operating point: a plan and what it measured."""
 
@@ -94,6 +104,12 @@ class Tier(BaseModel):
     trial: int | None = None
     samples: list[str] = Field(default_factory=list)
     """Sample image paths, relative to the profile file."""
+    cheapest_in: list[Resource] = Field(default_factory=list)
+    """The resources in which no other tier beats this one (best quality, fastest, smallest)."""
+    steps_curve: list[StepPoint] = Field(default_factory=list)
+    """How latency and quality move with steps, ascending by steps (the runtime's dial)."""
+    min_steps: int | None = None
+    """Fewest steps at which this tier still meets the profile's quality floor."""
 
     def summary(self) -> dict[str, str]:
         """Display strings of the plan and metrics, for tables and reports."""
@@ -120,16 +136,43 @@ class Tier(BaseModel):
         return to_pipeline_quantization_config(self.plan)
 
 
+TrialState = Literal["complete", "pruned", "failed", "running"]
+
+
 class TrialPoint(BaseModel):
-    """One measured trial, kept in the profile so its report needs no database."""
+    """One trial of the study, kept in the profile so its report needs no database.
+
+    Measured trials carry their metrics; pruned and failed ones carry the reason.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     number: int
-    clip_score: float
-    latency_s: float
-    peak_memory_bytes: int
-    feasible: bool
+    state: TrialState = "complete"
+    plan: PipelinePlan | None = None
+    clip_score: float | None = None
+    clip_ci: tuple[float, float] | None = None
+    n_images: int = 0
+    scores: list[float] = Field(default_factory=list)
+    """Per-image CLIP scores, in prompt-major order, to recompute intervals."""
+    latency_s: float | None = None
+    peak_memory_bytes: int | None = None
+    feasible: bool = False
+    reason: str | None = None
+    """Why a trial was pruned or failed."""
+
+
+class TuneConditions(BaseModel):
+    """How busy the machine was while the tune timed its generations."""
+
+    model_config = ConfigDict(frozen=True)
+
+    torch_threads: int
+    cpu_count: int
+    load_avg_1m: float | None = None
+    """Mean 1-minute load average sampled during the tune."""
+    busy: bool = False
+    """The load was high enough (more runnable work than cores) to distort latency."""
 
 
 class StudyInfo(BaseModel):
@@ -160,10 +203,14 @@ class Profile(BaseModel):
     prompts: list[str]
     seeds: list[int]
     guidance_scale: float
+    height: int | None = None
+    """Image height the tiers were measured at (``None``: the pipeline's default)."""
+    width: int | None = None
     reference: Tier
     tiers: list[Tier] = Field(min_length=1)
     study: StudyInfo
     trials: list[TrialPoint] = Field(default_factory=list)
+    conditions: TuneConditions | None = None
 
     @field_validator("schema_version")
     @classmethod

@@ -15,7 +15,11 @@ _W, _H, _PAD = 420, 300, 44
 
 def _scatter(profile: Profile, x_of: str, x_label: str, scale: float) -> str:
     """An SVG scatter of CLIP score against ``x_of``; tiers ringed and named."""
-    points = [(getattr(p, x_of) / scale, p.clip_score, p.feasible) for p in profile.trials]
+    points = [
+        (getattr(p, x_of) / scale, p.clip_score, p.feasible)
+        for p in profile.trials
+        if p.clip_score is not None and getattr(p, x_of) is not None
+    ]
     tiers = [
         (getattr(t.metrics, x_of) / scale, t.metrics.clip_score, t.name) for t in profile.tiers
     ]

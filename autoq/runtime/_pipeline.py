@@ -4,7 +4,6 @@ as memory, load and latency change, and stepping down instead of failing on OOM.
 from __future__ import annotations
 
 import copy
-import gc
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoq._logging import get_logger
+from autoq.device import release_memory
 from autoq.errors import ConfigError, OutOfMemoryError
 from autoq.profile import Profile, Tier, load_profile
 from autoq.runtime._metrics import RuntimeMetrics
@@ -115,19 +115,14 @@ class AdaptivePipeline:
             ProfileMismatchError: The profile was tuned on another device.
             ModelNotFoundError: The profile's model cannot be loaded here.
         """
-        import torch
 
-        from autoq.backends import resolve_device
         from autoq.backends._quiet import silence_libraries
-        from autoq.tune._model import load_pipeline, pipeline_folder
+        from autoq.device import resolve_device
+        from autoq.pipeline import load_pipeline, pipeline_folder
 
         if not isinstance(profile, Profile):
             profile = load_profile(profile, allow_mismatch=allow_mismatch)
-        resolved = (
-            resolve_device(device)
-            if device is not None
-            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        resolved = resolve_device(device)
         silence_libraries()
         base = load_pipeline(pipeline_folder(profile.model.source)).to(resolved)
         base.set_progress_bar_config(disable=True)
@@ -264,7 +259,7 @@ class AdaptivePipeline:
                     for c, p in target.plan.precisions.items()}  # fmt: skip
             self._pipe = None
             self._cache.retain(keep)
-            _release(self.device)
+            release_memory(self.device)
         self._pipe = self._build(index)
         self._index = index
         self.metrics.record_switch(target.name)
@@ -311,7 +306,7 @@ class AdaptivePipeline:
             self._latency_ratio = (1 - _EWMA) * self._latency_ratio + _EWMA * ratio
 
     def _after_oom(self, index: int, failure: BaseException) -> tuple[int, DiffusionPipeline]:
-        _release(self.device)
+        release_memory(self.device)
         self.metrics.record_oom()
         with self._lock:
             now = time.monotonic()
@@ -331,14 +326,6 @@ class AdaptivePipeline:
                 ) from failure
             self._switch(lower[0], "out of memory")
             return self._index, self._serving()
-
-
-def _release(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 def tier_views(tiers: Sequence[Tier]) -> list[TierView]:

@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-import autoq
+from autoq._version import __version__
 from autoq.errors import AutoqError, ConfigError, OutOfMemoryError, ProfileMismatchError
 from autoq.serve._metrics import ServiceMetrics
 from autoq.serve._schema import GenerateRequest, GenerateResponse, TierInfo, TiersResponse
@@ -117,7 +117,7 @@ def create_app(
     app = FastAPI(
         lifespan=lifespan,
         title="autoq",
-        version=autoq.__version__,
+        version=__version__,
         description="Text-to-image generation that adapts its quantization tier to load.",
     )
     app.state.pipe = pipe

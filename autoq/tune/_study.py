@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 import shutil
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from autoq.device import Fingerprint
-    from autoq.tune._model import LoadedModel
+    from autoq.pipeline import LoadedModel
 
 __all__ = ["TuneResult", "export_profile", "tune"]
 
@@ -55,16 +54,6 @@ class TuneResult:
         self.path = path
         self.profile = profile
         self.interrupted = interrupted
-
-
-def _device(name: str | None) -> torch.device:
-    import torch
-
-    from autoq.backends import resolve_device
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return resolve_device(name)
 
 
 def _space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -> SearchSpace:
@@ -297,9 +286,11 @@ class _Tuner:
             trial.set_user_attr("pruned", str(slow))
             raise optuna.TrialPruned(str(slow)) from None
         except Exception as exc:
+            from autoq.device import release_memory
+
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
             log.warning("trial_failed", trial=trial.number, plan=plan.describe(), error=str(exc))
-            _release_memory(self.device)
+            release_memory(self.device)
             raise
         folder = self.workdir / "trials" / f"{trial.number:04d}"
         _save_images(images, folder)
@@ -326,14 +317,6 @@ def _numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
-
-
-def _release_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 def _measured_twin(
@@ -399,12 +382,12 @@ def tune(
 
     from autoq.backends import cache_dir
     from autoq.backends._quiet import silence_libraries
-    from autoq.device import fingerprint
-    from autoq.tune._model import load_model
+    from autoq.device import fingerprint, resolve_device
+    from autoq.pipeline import load_model
 
     silence_libraries()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     loaded = load_model(config.model, config.scorer)
     device_fingerprint = fingerprint(bench=False)
     stem = f"{loaded.slug}-{device_fingerprint.fingerprint_id}"
@@ -490,7 +473,7 @@ def _redact(url: str) -> str:
 def _write(study: optuna.Study, storage: str, workdir: Path, path: Path) -> tuple[Path, Profile]:
     from optuna.trial import TrialState
 
-    import autoq
+    from autoq._version import __version__
     from autoq.device import Fingerprint
 
     attrs = study.user_attrs
@@ -541,7 +524,7 @@ def _write(study: optuna.Study, storage: str, workdir: Path, path: Path) -> tupl
         if t.state == TrialState.COMPLETE and (m := trial_metrics(t)) is not None
     ]
     profile = Profile(
-        autoq_version=autoq.__version__,
+        autoq_version=__version__,
         created=datetime.now(timezone.utc),
         fingerprint=Fingerprint.model_validate(attrs["fingerprint"]),
         model=ModelIdentity.model_validate(attrs["model"]),

@@ -9,7 +9,7 @@ import pytest
 
 from autoq.errors import BackendError, ConfigError
 from autoq.pipeline import PipelinePlan
-from autoq.profile import Constraints, Profile, read_profile, write_profile
+from autoq.profile import SCHEMA_VERSION, Constraints, Profile, read_profile, write_profile
 from tests.runtime.conftest import make_profile as three_tier_profile
 
 METRICS = three_tier_profile().tiers[0].metrics
@@ -25,7 +25,7 @@ def test_profile_round_trips(tmp_path: Path) -> None:
     profile = make_profile(PipelinePlan(precisions={"unet": "bnb_nf4"}, steps=10))
     path = write_profile(profile, tmp_path / "p.json")
     assert read_profile(path) == profile
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION == 2
     assert [p.name for p in tmp_path.iterdir()] == ["p.json"]  # no temp files left
 
 

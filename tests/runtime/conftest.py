@@ -29,7 +29,7 @@ def make_profile(
     peaks: tuple[float, float, float] = (300, 120, 60),
     latencies: tuple[float, float, float] = (0.3, 0.15, 0.05),
 ) -> Profile:
-    from autoq.tune._model import folder_hash, pipeline_folder
+    from autoq.pipeline import folder_hash, pipeline_folder
 
     plans = [
         PipelinePlan(precisions={"unet": "fp32", "text_encoder": "fp32", "vae": "fp32"}, steps=2),

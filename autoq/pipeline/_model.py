@@ -1,4 +1,5 @@
-"""Loading the model to tune and its CLIP scorer, from the zoo, a folder or a hub id."""
+"""Loading a model and its CLIP scorer from the zoo, a folder or a hub id, and the
+identity that keys studies, profiles and cached weights."""
 
 from __future__ import annotations
 
@@ -8,17 +9,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict
+
 from autoq.errors import ConfigError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
-    from autoq.profile import ModelIdentity
     from autoq.quality import ClipScorer
 
-__all__ = ["LoadedModel", "folder_hash", "load_model", "load_pipeline", "pipeline_folder"]
+__all__ = [
+    "LoadedModel",
+    "ModelIdentity",
+    "folder_hash",
+    "load_model",
+    "load_pipeline",
+    "pipeline_folder",
+]
 
 ZOO_PREFIX = "zoo:"
+
+
+class ModelIdentity(BaseModel):
+    """Which model a profile was tuned for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    """Hub id or local folder as given to ``from_pretrained`` (``zoo:shapes`` for the zoo)."""
+    content_hash: str
+    """sha256 over the model folder's files: a renamed copy is the same model."""
+    pipeline_class: str
 
 
 @dataclass
@@ -59,7 +80,7 @@ def _local_folder(source: str) -> Path:
     except Exception as exc:
         raise ModelNotFoundError(
             f"Model {source!r} is not a folder and not in the local hub cache ({exc}); "
-            "download it first (`huggingface-cli download ...`) or give its folder."
+            "download it first (`hf download ...`) or give its folder."
         ) from None
 
 
@@ -103,7 +124,6 @@ def load_model(model: str | None, scorer: str | None) -> LoadedModel:
         ConfigError: A model outside the zoo was given without ``scorer``.
     """
     from autoq import zoo
-    from autoq.profile import ModelIdentity
     from autoq.quality import ClipScorer
 
     folder = pipeline_folder(model)
