@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from autoq.errors import AutoqError
 
@@ -19,6 +20,9 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+err_console = Console(stderr=True)
+"""Everything the CLI writes to stderr goes through this console: log lines and progress
+bars share it, so log lines print above a live bar instead of into it."""
 _state = {"debug": False}
 
 
@@ -32,24 +36,30 @@ def _root(
     from autoq._logging import configure
 
     _state["debug"] = debug
-    configure(json=log_json)
+    configure(json=log_json, console=err_console)
 
 
-def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
-    if isinstance(value, dict):
-        rows: list[tuple[str, str]] = []
-        for key, item in value.items():
-            rows.extend(_flatten(f"{prefix}.{key}" if prefix else key, item))
-        return rows
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        return [row for i, item in enumerate(value) for row in _flatten(f"{prefix}[{i}]", item)]
-    if isinstance(value, list | tuple):
-        return [(prefix, ", ".join(map(str, value)) or "-")]
-    if isinstance(value, int) and prefix.endswith("_bytes"):
-        return [(prefix, f"{value / 2**30:.1f} GiB")]
-    if isinstance(value, float):
-        return [(prefix, f"{value:,.1f}")]
-    return [(prefix, "-" if value is None else str(value))]
+def _safe(text: object) -> Text:
+    """Profile text for the terminal: no rich markup, control characters shown escaped."""
+    raw = str(text)
+    return Text("".join(c if c.isprintable() else repr(c)[1:-1] for c in raw))
+
+
+def _table_rows(section: str, data: dict[str, Any]) -> list[tuple[str, str]]:
+    from autoq._dicts import flatten
+
+    rows = []
+    for key, value in flatten(data, section).items():
+        if isinstance(value, list | tuple):
+            shown = ", ".join(map(str, value)) or "-"
+        elif isinstance(value, int) and not isinstance(value, bool) and key.endswith("_bytes"):
+            shown = f"{value / 2**30:.1f} GiB"
+        elif isinstance(value, float):
+            shown = f"{value:,.1f}"
+        else:
+            shown = "-" if value is None else str(value)
+        rows.append((key, shown))
+    return rows
 
 
 @app.command()
@@ -69,8 +79,8 @@ def fingerprint(
     table.add_column("field", style="bold")
     table.add_column("value")
     for section in ("identity", "measurements"):
-        for key, value in _flatten("", data.get(section) or {}):
-            table.add_row(f"{section}.{key}", value)
+        for key, value in _table_rows(section, data.get(section) or {}):
+            table.add_row(key, value)
     console.print(table)
 
 
@@ -171,7 +181,7 @@ def tune(
         protect=protect,
         device=device,
     )
-    err = Console(stderr=True)
+    err = err_console
     progress = Progress(
         TextColumn("[bold]tune[/]"),
         BarColumn(),
@@ -225,13 +235,46 @@ def _range(text: str) -> tuple[int, int]:
 
 
 def _print_tiers(profile: Any) -> None:
-    table = Table(title=f"{profile.model.source} on {profile.fingerprint.fingerprint_id}")
+    table = Table(title=_safe(f"{profile.model.source} on {profile.fingerprint.fingerprint_id}"))
     rows = [tier.summary() for tier in [profile.reference, *profile.tiers]]
     for column in rows[0]:
-        table.add_column(column, overflow="fold")
+        table.add_column(_safe(column), overflow="fold")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(_safe(value) for value in row.values()))
     console.print(table)
+
+
+def _print_profile_details(profile: Any) -> None:
+    """What `autoq profile show` adds to the tier table: intervals, cheapest resource,
+    step curves, trials that were not measured, and how busy the machine was."""
+    from autoq.profile import (
+        TIER_DETAIL_COLUMNS,
+        conditions_text,
+        tier_details,
+        unmeasured_trials,
+    )
+
+    details = Table(title="Quality intervals, cheapest resource and steps")
+    for column in TIER_DETAIL_COLUMNS:
+        details.add_column(column, overflow="fold")
+    for tier in [profile.reference, *profile.tiers]:
+        details.add_row(*(_safe(cell) for cell in tier_details(tier)))
+    console.print(details)
+    failures = unmeasured_trials(profile)
+    if failures:
+        failed = Table(title="Trials not measured")
+        for column in ("trial", "state", "plan", "reason"):
+            failed.add_column(column, overflow="fold")
+        for row in failures:
+            failed.add_row(*(_safe(cell) for cell in row))
+        console.print(failed)
+    size = f"{profile.width}x{profile.height}" if profile.height and profile.width else "default"
+    console.print(
+        _safe(
+            f"size {size}, guidance {profile.guidance_scale}; "
+            f"machine during the tune: {conditions_text(profile)}"
+        )
+    )
 
 
 profile_app = typer.Typer(help="Inspect and export tuned profiles.", no_args_is_help=True)
@@ -240,10 +283,12 @@ app.add_typer(profile_app, name="profile")
 
 @profile_app.command("show")
 def profile_show(path: str = typer.Argument(..., help="Profile JSON file.")) -> None:
-    """Print a profile's tiers as a table."""
+    """Print a profile's tiers, their quality intervals and step curves, and failed trials."""
     from autoq.profile import read_profile
 
-    _print_tiers(read_profile(path))
+    profile = read_profile(path)
+    _print_tiers(profile)
+    _print_profile_details(profile)
 
 
 @profile_app.command("export")
@@ -316,19 +361,44 @@ def serve(
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
+def _one_line(text: str) -> str:
+    """An error message as one printable line (library messages span lines; SQLAlchemy
+    appends a "Background on this error" link; profile text may hold control codes)."""
+    lines = [line.strip() for line in text.splitlines()]
+    kept = [line for line in lines if line and not line.startswith("(Background on this error")]
+    joined = " ".join(kept)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in joined)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, AutoqError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return (
+            f"{exc.strerror or exc}{where}; check the path, its permissions and free space "
+            "(--debug shows the traceback)."
+        )
+    return (
+        f"unexpected {type(exc).__name__}: {exc}; this is a bug in autoq or a library it "
+        "uses: re-run with --debug for the traceback and report it."
+    )
+
+
 def main() -> None:
-    """Console entry point: an `AutoqError` becomes one line on stderr and exit code 1;
-    Ctrl-C exits 130 without a traceback."""
+    """Console entry point: any failure becomes one line on stderr (what went wrong and
+    what to do) and exit code 1; ``--debug`` shows the full traceback instead. Ctrl-C
+    exits 130 without a traceback."""
     try:
         app()
-    except AutoqError as exc:
-        if _state["debug"]:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {_one_line(_message(exc))}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

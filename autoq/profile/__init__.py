@@ -1,7 +1,7 @@
 """Profiles: versioned JSON of the Pareto-optimal tiers `autoq tune` found for a device."""
 
 from autoq.profile._io import read_profile, write_profile
-from autoq.profile._match import fingerprint_differences, load_profile
+from autoq.profile._match import fingerprint_differences, load_profile, matches_model
 from autoq.profile._model import (
     SCHEMA_VERSION,
     Constraints,
@@ -16,10 +16,17 @@ from autoq.profile._model import (
     TrialState,
     TuneConditions,
 )
-from autoq.profile._report import write_report
+from autoq.profile._report import (
+    TIER_DETAIL_COLUMNS,
+    conditions_text,
+    tier_details,
+    unmeasured_trials,
+    write_report,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TIER_DETAIL_COLUMNS",
     "Constraints",
     "Metrics",
     "ModelIdentity",
@@ -31,9 +38,13 @@ __all__ = [
     "TrialPoint",
     "TrialState",
     "TuneConditions",
+    "conditions_text",
     "fingerprint_differences",
     "load_profile",
+    "matches_model",
     "read_profile",
+    "tier_details",
+    "unmeasured_trials",
     "write_profile",
     "write_report",
 ]

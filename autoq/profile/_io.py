@@ -1,4 +1,8 @@
-"""Reading and writing profiles: validated on load, written atomically, never pickled."""
+"""Reading and writing profiles: validated on load, written atomically, never pickled.
+
+Profiles are shared files (a fleet's profiles folder, a colleague's tune), so reading one
+treats it as untrusted: bounded size, strict UTF-8, schema-validated.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,14 @@ from autoq._files import atomic_write_text
 from autoq.errors import ConfigError
 from autoq.profile._model import Profile
 
-__all__ = ["read_profile", "write_profile"]
+__all__ = ["MAX_PROFILE_BYTES", "read_profile", "write_profile"]
+
+MAX_PROFILE_BYTES = 32 * 2**20
+"""Largest profile file read; a tune of thousands of trials stays far below it."""
+
+
+class UnreadableProfile(Exception):
+    """Why a file is not a usable profile (one line, without the file name)."""
 
 
 def write_profile(profile: Profile, path: str | Path) -> Path:
@@ -18,23 +29,50 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
     return atomic_write_text(path, profile.model_dump_json(indent=2))
 
 
-def read_profile(path: str | Path) -> Profile:
-    """Load and validate a profile.
+def parse_profile(path: Path) -> Profile:
+    """Load and validate the profile at ``path``.
 
     Raises:
-        ConfigError: The file is missing, not JSON, or not a valid profile; names the file.
+        UnreadableProfile: Why it is not a usable profile.
     """
-    path = Path(path)
     try:
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise UnreadableProfile(
+                f"too large for a profile ({size / 2**20:,.1f} MiB, "
+                f"at most {MAX_PROFILE_BYTES // 2**20} MiB)"
+            )
+        data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"Cannot read profile {path}: {exc.strerror or exc}.") from None
+        raise UnreadableProfile(f"unreadable ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableProfile(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
     try:
         return Profile.model_validate_json(text)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise ConfigError(
-            f"{path} is not a valid autoq profile ({where}: {first['msg']}); "
-            "re-run `autoq tune` to write a new one."
-        ) from None
+        raise UnreadableProfile(f"not a valid autoq profile ({where}: {first['msg']})") from None
+
+
+def read_profile(path: str | Path) -> Profile:
+    """Load and validate a profile.
+
+    Raises:
+        ConfigError: The file is missing, too large, not UTF-8, not JSON, or not a valid
+            profile; the one-line message names the file and what to do.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Cannot read profile {path}: no such file; check the path.")
+    try:
+        return parse_profile(path)
+    except UnreadableProfile as exc:
+        fix = (
+            "check the path and its permissions"
+            if str(exc).startswith("unreadable")
+            else "re-run `autoq tune` to write a new one"
+        )
+        raise ConfigError(f"Profile {path} is {exc}; {fix}.") from None

@@ -1,32 +1,68 @@
-"""`autoq report`: one self-contained HTML page per profile (inline SVG and PNG)."""
+"""`autoq report`: one self-contained HTML page per profile (inline SVG and PNG).
+
+A profile is untrusted input (shared folders, a colleague's tune): every value it holds is
+escaped before it reaches the page, and a sample image is embedded only when it is a PNG
+file inside the profile's own folder.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import math
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from autoq._files import atomic_write_text
+from autoq.errors import ConfigError
 from autoq.profile._model import Profile, Tier
 
-__all__ = ["write_report"]
+__all__ = [
+    "MAX_SAMPLE_BYTES",
+    "TIER_DETAIL_COLUMNS",
+    "conditions_text",
+    "sample_path",
+    "tier_details",
+    "unmeasured_trials",
+    "write_report",
+]
 
 _W, _H, _PAD = 420, 300, 44
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+"""No script, no fetch: even a value that escaped escaping could not run or phone home."""
+MAX_SAMPLE_BYTES = 8 * 2**20
+"""Largest sample image embedded; larger files are shown as missing."""
+
+
+def _e(value: Any) -> str:
+    """``value`` as HTML text, safe inside elements and quoted attributes."""
+    return html.escape(str(value), quote=True)
+
+
+def _finite(*values: float | None) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
 
 
 def _scatter(profile: Profile, x_of: str, x_label: str, scale: float) -> str:
     """An SVG scatter of CLIP score against ``x_of``; tiers ringed and named."""
-    points = [
-        (getattr(p, x_of) / scale, p.clip_score, p.feasible)
-        for p in profile.trials
-        if p.clip_score is not None and getattr(p, x_of) is not None
-    ]
+    points: list[tuple[float, float, bool]] = []
+    for p in profile.trials:
+        x, y = getattr(p, x_of), p.clip_score
+        if x is not None and y is not None and _finite(x, y):
+            points.append((x / scale, y, p.feasible))
     tiers = [
-        (getattr(t.metrics, x_of) / scale, t.metrics.clip_score, t.name) for t in profile.tiers
+        (getattr(t.metrics, x_of) / scale, t.metrics.clip_score, t.name)
+        for t in profile.tiers
+        if _finite(getattr(t.metrics, x_of), t.metrics.clip_score)
     ]
     xs = [p[0] for p in points] + [t[0] for t in tiers]
     ys = [p[1] for p in points] + [t[1] for t in tiers]
-    x0, x1 = min(xs), max(xs) or 1.0
-    y0, y1 = min(ys), max(ys) or 1.0
+    if not xs:
+        return "<p>No measured trial to plot.</p>"
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
 
     def px(x: float, y: float) -> tuple[float, float]:
@@ -39,7 +75,7 @@ def _scatter(profile: Profile, x_of: str, x_label: str, scale: float) -> str:
         f'<svg width="{_W}" height="{_H}" xmlns="http://www.w3.org/2000/svg">',
         f'<rect x="{_PAD}" y="{_PAD}" width="{_W - 2 * _PAD}" height="{_H - 2 * _PAD}" '
         'fill="none" stroke="#999"/>',
-        f'<text x="{_W / 2}" y="{_H - 8}" text-anchor="middle" font-size="12">{x_label}</text>',
+        f'<text x="{_W / 2}" y="{_H - 8}" text-anchor="middle" font-size="12">{_e(x_label)}</text>',
         f'<text x="12" y="{_H / 2}" font-size="12" transform="rotate(-90 12 {_H / 2})" '
         'text-anchor="middle">CLIP score</text>',
         f'<text x="{_PAD}" y="{_H - _PAD + 14}" font-size="10">{x0:.3g}</text>',
@@ -57,22 +93,98 @@ def _scatter(profile: Profile, x_of: str, x_label: str, scale: float) -> str:
         parts.append(
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="7" fill="none" stroke="#d83b3b" '
             f'stroke-width="2"/><text x="{cx + 9:.1f}" y="{cy - 6:.1f}" font-size="11" '
-            f'fill="#d83b3b">{html.escape(name)}</text>'
+            f'fill="#d83b3b">{_e(name)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
 
 
+def sample_path(base: Path, relative: str) -> Path | None:
+    """The sample image ``relative`` to the profile folder ``base``, or ``None`` unless it
+    is a PNG file (by content) of at most `MAX_SAMPLE_BYTES` that resolves inside ``base``
+    (no absolute paths, ``..`` or symlinks leading out)."""
+    try:
+        root = base.resolve()
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root) or path.suffix.lower() != ".png" or not path.is_file():
+            return None
+        if path.stat().st_size > MAX_SAMPLE_BYTES:
+            return None
+        with path.open("rb") as f:
+            return path if f.read(len(_PNG_MAGIC)) == _PNG_MAGIC else None
+    except (OSError, ValueError, RuntimeError):  # NUL bytes, loops: not a usable sample
+        return None
+
+
 def _img(base: Path, relative: str) -> str:
-    path = base / relative
-    if not path.is_file():
+    path = sample_path(base, relative)
+    if path is None:
         return "<td>missing</td>"
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<td><img src="data:image/png;base64,{data}" width="128" height="128"></td>'
 
 
-def _metrics_row(tier: Tier) -> str:
-    return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in tier.summary().values()) + "</tr>"
+def _table(header: Iterable[Any], rows: Iterable[Iterable[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _ci(ci: tuple[float, float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _steps_curve(tier: Tier) -> str:
+    if not tier.steps_curve:
+        return "-"
+    return "; ".join(
+        f"{p.steps}: {p.latency_s:.3f} s, CLIP {p.clip_score:.2f} {_ci(p.clip_ci)}"
+        for p in tier.steps_curve
+    )
+
+
+def tier_details(tier: Tier) -> list[str]:
+    """Display strings of what a tier adds to its summary: CI, images, cheapest resource,
+    fewest steps and the steps curve."""
+    m = tier.metrics
+    return [
+        tier.name,
+        _ci(m.clip_ci),
+        str(m.n_images or "-"),
+        ", ".join(tier.cheapest_in) or "-",
+        "-" if tier.min_steps is None else str(tier.min_steps),
+        _steps_curve(tier),
+    ]
+
+
+TIER_DETAIL_COLUMNS = ["tier", "CLIP 95% CI", "images", "cheapest in", "min steps", "steps curve"]
+
+
+def unmeasured_trials(profile: Profile) -> list[list[str]]:
+    """``[number, state, plan, reason]`` for every failed, pruned or running trial."""
+    return [
+        [
+            str(t.number),
+            t.state,
+            "-" if t.plan is None else t.plan.describe(),
+            t.reason or "-",
+        ]
+        for t in profile.trials
+        if t.state != "complete"
+    ]
+
+
+def conditions_text(profile: Profile) -> str:
+    """How busy the machine was during the tune, in one sentence."""
+    c = profile.conditions
+    if c is None:
+        return "not recorded"
+    load = "-" if c.load_avg_1m is None else f"{c.load_avg_1m:.2f}"
+    verdict = "busy: latencies may be distorted" if c.busy else "not busy"
+    return (
+        f"{c.torch_threads} torch threads on {c.cpu_count} CPUs, "
+        f"mean 1-minute load {load} ({verdict})"
+    )
 
 
 def write_report(profile: Profile, profile_path: str | Path, out: str | Path | None = None) -> Path:
@@ -81,10 +193,13 @@ def write_report(profile: Profile, profile_path: str | Path, out: str | Path | N
     Args:
         profile: The loaded profile.
         profile_path: Its JSON file; sample image paths are relative to its folder.
-        out: Target HTML file.
+        out: Target HTML file; missing folders are created.
 
     Returns:
         The path written.
+
+    Raises:
+        ConfigError: The report cannot be written there (named, with the reason).
     """
     profile_path = Path(profile_path)
     target = Path(out) if out is not None else profile_path.with_suffix(".html")
@@ -95,21 +210,37 @@ def write_report(profile: Profile, profile_path: str | Path, out: str | Path | N
         cells = "".join(
             _img(base, t.samples[i]) if i < len(t.samples) else "<td>-</td>" for t in columns
         )
-        rows.append(f"<tr><th>{html.escape(prompt)}</th>{cells}</tr>")
-    header = "".join(f"<th>{html.escape(t.name)}</th>" for t in columns)
+        rows.append(f"<tr><th>{_e(prompt)}</th>{cells}</tr>")
+    header = "".join(f"<th>{_e(t.name)}</th>" for t in columns)
     constraints = profile.constraints.model_dump(exclude_none=True) or "none"
+    size = (
+        f"{profile.width}x{profile.height}"
+        if profile.height is not None and profile.width is not None
+        else "the pipeline's default size"
+    )
+    study = profile.study
+    failures = unmeasured_trials(profile)
+    failed_html = (
+        _table(["trial", "state", "plan", "reason"], failures)
+        if failures
+        else "<p>None: every trial was measured.</p>"
+    )
+    summaries = [t.summary() for t in columns]
     page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>autoq profile: {html.escape(profile.model.source)}</title>
+<html><head><meta charset="utf-8"><title>autoq profile: {_e(profile.model.source)}</title>
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ddd;padding:4px 8px;font-size:13px;vertical-align:middle}}
 img{{image-rendering:pixelated}}</style></head><body>
-<h1>autoq profile: {html.escape(profile.model.source)}</h1>
-<p>Device <code>{profile.fingerprint.fingerprint_id}</code>, model hash
-<code>{profile.model.content_hash}</code>,
-study <code>{html.escape(profile.study.study_name)}</code>
-({profile.study.sampler}, {profile.study.trials_completed} completed,
-{profile.study.trials_failed} failed, {profile.study.trials_pruned} pruned).
-Constraints: {html.escape(str(constraints))}.</p>
+<h1>autoq profile: {_e(profile.model.source)}</h1>
+<p>Device <code>{_e(profile.fingerprint.fingerprint_id)}</code>, model hash
+<code>{_e(profile.model.content_hash)}</code> ({_e(profile.model.pipeline_class)}),
+measured at {_e(size)}, guidance {_e(profile.guidance_scale)},
+study <code>{_e(study.study_name)}</code>
+({_e(study.sampler)}, {_e(study.trials_completed)} completed,
+{_e(study.trials_failed)} failed, {_e(study.trials_pruned)} pruned).
+Constraints: {_e(constraints)}.
+Machine during the tune: {_e(conditions_text(profile))}.</p>
 <h2>Pareto front</h2>
 <p>Blue: feasible trials; grey: infeasible; red rings: the profile's tiers.</p>
 {_scatter(profile, "peak_memory_bytes", "peak memory (MiB)", 2**20)}
@@ -117,9 +248,17 @@ Constraints: {html.escape(str(constraints))}.</p>
 <h2>Same prompts, same seeds, every tier</h2>
 <table><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>
 <h2>Metrics</h2>
-<table><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in profile.reference.summary())}</tr>
-{"".join(_metrics_row(t) for t in columns)}</table>
+{_table(summaries[0], [s.values() for s in summaries])}
+<h2>Quality intervals, cheapest resource and steps</h2>
+{_table(TIER_DETAIL_COLUMNS, [tier_details(t) for t in columns])}
+<h2>Trials not measured</h2>
+{failed_html}
 </body></html>
 """
-    target.write_text(page, encoding="utf-8")
-    return target
+    try:
+        return atomic_write_text(target, page)
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot write the report to {target}: {exc.strerror or exc}; "
+            "pass --out with a writable file path."
+        ) from None
