@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from autoq._files import atomic_write_text
-from autoq.errors import ConfigError
+from autoq.errors import AutoqError, ConfigError
 from autoq.profile._model import Profile
 
 __all__ = ["MAX_PROFILE_BYTES", "read_profile", "write_profile"]
@@ -55,6 +55,8 @@ def parse_profile(path: Path) -> Profile:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "file"
         raise UnreadableProfile(f"not a valid autoq profile ({where}: {first['msg']})") from None
+    except (AutoqError, ValueError, TypeError) as exc:  # a validator's own error
+        raise UnreadableProfile(f"not a valid autoq profile ({exc})") from None
 
 
 def read_profile(path: str | Path) -> Profile:

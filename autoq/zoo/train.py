@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from autoq._logging import configure
 from autoq.zoo._train import STAGES, TrainConfig, train
 
 __all__ = ["main"]
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
         )
     args = parser.parse_args(argv)
+    configure()  # a command-line entry point: print the stage log lines
     config = TrainConfig(
         vae_steps=args.vae_steps,
         scorer_steps=args.scorer_steps,

@@ -35,6 +35,7 @@ def test_profile_round_trips(tmp_path: Path) -> None:
         ("not json", "not a valid autoq profile"),
         ('{"schema_version": 99}', "schema_version"),
         ("{}", "not a valid autoq profile"),
+        ("[]", "not a valid autoq profile"),
     ],
 )
 def test_bad_profiles_name_the_file(tmp_path: Path, content: str, expected: str) -> None:
@@ -45,9 +46,35 @@ def test_bad_profiles_name_the_file(tmp_path: Path, content: str, expected: str)
     assert str(path) in str(info.value)
 
 
+def test_unknown_precision_in_a_profile_names_the_file(tmp_path: Path) -> None:
+    path = write_profile(make_profile(PipelinePlan(precisions={"unet": "bnb_nf4"}, steps=4)),
+                         tmp_path / "p.json")  # fmt: skip
+    path.write_text(path.read_text().replace("bnb_nf4", "fp9"))
+    with pytest.raises(ConfigError, match="not a valid autoq profile .*'fp9'") as info:
+        read_profile(path)
+    assert str(path) in str(info.value)
+
+
 def test_missing_profile_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Cannot read profile"):
         read_profile(tmp_path / "none.json")
+
+
+def test_non_utf8_profile_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"autoq_version": "caf\xe9"}')
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        read_profile(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_oversized_profile_is_refused_before_reading(tmp_path: Path, monkeypatch) -> None:
+    path = write_profile(make_profile(PipelinePlan(precisions={"unet": "fp32"}, steps=4)),
+                         tmp_path / "big.json")  # fmt: skip
+    monkeypatch.setattr("autoq.profile._io.MAX_PROFILE_BYTES", 1024)
+    with pytest.raises(ConfigError, match="too large for a profile") as info:
+        read_profile(path)
+    assert str(path) in str(info.value)
 
 
 def test_constraints_combine_absolute_and_relative_quality() -> None:
