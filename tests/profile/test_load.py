@@ -42,7 +42,7 @@ def test_folder_with_only_bad_files_says_why_each_was_skipped(tmp_path: Path) ->
 
 
 def test_empty_folder_says_to_tune(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="No autoq profile in .*run `autoq tune` first"):
+    with pytest.raises(ConfigError, match=r"No autoq profile in .*run `autoq tune` first"):
         load_profile(tmp_path)
 
 
@@ -50,7 +50,7 @@ def test_several_models_and_no_choice_lists_them(tmp_path: Path) -> None:
     shapes = make_profile()
     write_profile(shapes, tmp_path / "a-shapes.json")
     write_profile(_other_model(shapes), tmp_path / "b-sd3.json")
-    with pytest.raises(ConfigError, match="holds profiles of 2 models") as info:
+    with pytest.raises(ConfigError, match=r"holds profiles of 2 models") as info:
         load_profile(tmp_path)
     message = str(info.value)
     assert "zoo:shapes" in message and "/models/sd3" in message
@@ -70,7 +70,7 @@ def test_model_chooses_among_models(tmp_path: Path, choice: str) -> None:
 
 def test_unknown_model_lists_what_the_folder_holds(tmp_path: Path) -> None:
     write_profile(make_profile(), tmp_path / "a-shapes.json")
-    with pytest.raises(ConfigError, match="for model 'flux'.*a-shapes.json: a profile of zoo:"):
+    with pytest.raises(ConfigError, match=r"for model 'flux'.*a-shapes.json: a profile of zoo:"):
         load_profile(tmp_path, model="flux")
 
 
@@ -85,7 +85,7 @@ def test_this_devices_profile_wins_over_another_devices(tmp_path: Path) -> None:
 
 def test_only_another_devices_profile_is_refused_with_differences(tmp_path: Path) -> None:
     write_profile(_other_device(make_profile()), tmp_path / "other.json")
-    with pytest.raises(ProfileMismatchError, match="cpu.model: 'Another CPU' != "):
+    with pytest.raises(ProfileMismatchError, match=r"cpu.model: 'Another CPU' != "):
         load_profile(tmp_path)
     assert load_profile(tmp_path, allow_mismatch=True).fingerprint.identity.cpu.model == (
         "Another CPU"
@@ -94,7 +94,7 @@ def test_only_another_devices_profile_is_refused_with_differences(tmp_path: Path
 
 def test_file_of_another_model_is_refused(tmp_path: Path) -> None:
     path = write_profile(make_profile(), tmp_path / "shapes.json")
-    with pytest.raises(ConfigError, match="is for zoo:shapes .*not 'sd3'"):
+    with pytest.raises(ConfigError, match=r"is for zoo:shapes .*not 'sd3'"):
         load_profile(path, model="sd3")
 
 

@@ -50,20 +50,20 @@ def test_unknown_precision_in_a_profile_names_the_file(tmp_path: Path) -> None:
     path = write_profile(make_profile(PipelinePlan(precisions={"unet": "bnb_nf4"}, steps=4)),
                          tmp_path / "p.json")  # fmt: skip
     path.write_text(path.read_text().replace("bnb_nf4", "fp9"))
-    with pytest.raises(ConfigError, match="not a valid autoq profile .*'fp9'") as info:
+    with pytest.raises(ConfigError, match=r"not a valid autoq profile .*'fp9'") as info:
         read_profile(path)
     assert str(path) in str(info.value)
 
 
 def test_missing_profile_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="Cannot read profile"):
+    with pytest.raises(ConfigError, match=r"Cannot read profile"):
         read_profile(tmp_path / "none.json")
 
 
 def test_non_utf8_profile_is_one_line_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "latin1.json"
     path.write_bytes(b'{"autoq_version": "caf\xe9"}')
-    with pytest.raises(ConfigError, match="not UTF-8") as info:
+    with pytest.raises(ConfigError, match=r"not UTF-8") as info:
         read_profile(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
@@ -72,7 +72,7 @@ def test_oversized_profile_is_refused_before_reading(tmp_path: Path, monkeypatch
     path = write_profile(make_profile(PipelinePlan(precisions={"unet": "fp32"}, steps=4)),
                          tmp_path / "big.json")  # fmt: skip
     monkeypatch.setattr("autoq.profile._io.MAX_PROFILE_BYTES", 1024)
-    with pytest.raises(ConfigError, match="too large for a profile") as info:
+    with pytest.raises(ConfigError, match=r"too large for a profile") as info:
         read_profile(path)
     assert str(path) in str(info.value)
 
@@ -100,5 +100,5 @@ def test_tier_to_diffusers_maps_loader_backends() -> None:
 
 def test_tier_to_diffusers_refuses_what_diffusers_cannot_load() -> None:
     plan = PipelinePlan(precisions={"unet": "ao_intx4"}, steps=10)
-    with pytest.raises(BackendError, match="no diffusers loader equivalent"):
+    with pytest.raises(BackendError, match=r"no diffusers loader equivalent"):
         make_profile(plan).tiers[0].to_diffusers()

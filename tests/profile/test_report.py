@@ -60,7 +60,7 @@ def _rich_profile() -> Profile:
                 "min_steps": 2,
                 "steps_curve": [
                     StepPoint(steps=2, latency_s=0.1, clip_score=29.0, clip_ci=(27.5, 30.5))
-                ],  # fmt: skip
+                ],
                 "samples": [f"{base.model.source}/tiers/{t.name}/00.png"],
             }
         )
@@ -75,7 +75,7 @@ def _rich_profile() -> Profile:
             feasible=True,
             plan=base.tiers[0].plan,
             n_images=6,
-        ),  # fmt: skip
+        ),
         TrialPoint(number=1, state="failed", plan=base.tiers[1].plan, reason="dtype mismatch"),
         TrialPoint(number=2, state="pruned", reason="latency above twice the limit"),
     ]
@@ -83,9 +83,7 @@ def _rich_profile() -> Profile:
         update={
             "tiers": tiers,
             "trials": trials,
-            "conditions": TuneConditions(
-                torch_threads=2, cpu_count=2, load_avg_1m=3.5, busy=True
-            ),  # fmt: skip
+            "conditions": TuneConditions(torch_threads=2, cpu_count=2, load_avg_1m=3.5, busy=True),
         }
     )
 
@@ -167,7 +165,7 @@ def test_report_folder_is_created_and_unwritable_target_is_one_line(tmp_path: Pa
     written = write_report(read_profile(path), path, tmp_path / "new" / "r.html")
     assert written.is_file()
     (tmp_path / "file").write_text("")
-    with pytest.raises(ConfigError, match="Cannot write the report to .*--out") as info:
+    with pytest.raises(ConfigError, match=r"Cannot write the report to .*--out") as info:
         write_report(read_profile(path), path, tmp_path / "file" / "r.html")
     assert "\n" not in str(info.value)
 
