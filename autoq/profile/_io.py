@@ -35,6 +35,8 @@ def parse_profile(path: Path) -> Profile:
     Raises:
         UnreadableProfile: Why it is not a usable profile.
     """
+    if path.is_dir():
+        raise UnreadableProfile("a folder, not a profile file")
     try:
         size = path.stat().st_size
         if size > MAX_PROFILE_BYTES:
@@ -54,7 +56,8 @@ def parse_profile(path: Path) -> Profile:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise UnreadableProfile(f"not a valid autoq profile ({where}: {first['msg']})") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise UnreadableProfile(f"not a valid autoq profile ({where}: {message})") from None
     except (AutoqError, ValueError, TypeError) as exc:  # a validator's own error
         raise UnreadableProfile(f"not a valid autoq profile ({exc})") from None
 
@@ -72,9 +75,11 @@ def read_profile(path: str | Path) -> Profile:
     try:
         return parse_profile(path)
     except UnreadableProfile as exc:
-        fix = (
-            "check the path and its permissions"
-            if str(exc).startswith("unreadable")
-            else "re-run `autoq tune` to write a new one"
-        )
-        raise ConfigError(f"Profile {path} is {exc}; {fix}.") from None
+        reason = str(exc).rstrip(".")
+        if reason.startswith(("unreadable", "a folder")):
+            fix = "; check the path and its permissions"
+        elif "`autoq tune`" in reason:
+            fix = ""  # the reason already says what to do
+        else:
+            fix = "; re-run `autoq tune` to write a new one"
+        raise ConfigError(f"Profile {path} is {reason}{fix}.") from None
