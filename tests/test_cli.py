@@ -142,7 +142,19 @@ def _cases() -> list:
         )
     )
     cases.append(pytest.param(["backends", "--device", "cuda:x"], id="backends: bad device"))
+    if _has_command("export"):  # `autoq export` arrives from another branch
+        for kind in FILE_INPUTS + DIR_INPUTS:
+            args = ["export", f"<{kind}>", "--tier", "quality", "--out", "<tmp>"]
+            cases.append(pytest.param(args, id=f"export: {kind}"))
+        args = ["export", "<good>", "--tier", "no-such-tier", "--out", "<tmp>"]
+        cases.append(pytest.param(args, id="export: unknown tier"))
     return cases
+
+
+def _has_command(name: str) -> bool:
+    from autoq.cli import app
+
+    return any((c.name or c.callback.__name__) == name for c in app.registered_commands)
 
 
 @pytest.mark.parametrize("template", _cases())
