@@ -247,26 +247,24 @@ def _print_tiers(profile: Any) -> None:
 def _print_profile_details(profile: Any) -> None:
     """What `autoq profile show` adds to the tier table: intervals, cheapest resource,
     step curves, trials that were not measured, and how busy the machine was."""
-    from autoq.profile import (
-        TIER_DETAIL_COLUMNS,
-        conditions_text,
-        tier_details,
-        unmeasured_trials,
-    )
+    from autoq.profile import conditions_text, tier_details, ties_text, unmeasured_trials
 
+    rows = [tier_details(tier) for tier in [profile.reference, *profile.tiers]]
     details = Table(title="Quality intervals, cheapest resource and steps")
-    for column in TIER_DETAIL_COLUMNS:
+    for column in rows[0]:
         details.add_column(column, overflow="fold")
-    for tier in [profile.reference, *profile.tiers]:
-        details.add_row(*(_safe(cell) for cell in tier_details(tier)))
+    for row in rows:
+        details.add_row(*(_safe(cell) for cell in row.values()))
     console.print(details)
+    if ties_text(profile):
+        console.print(_safe(ties_text(profile)))
     failures = unmeasured_trials(profile)
     if failures:
         failed = Table(title="Trials not measured")
         for column in ("trial", "state", "plan", "reason"):
             failed.add_column(column, overflow="fold")
-        for row in failures:
-            failed.add_row(*(_safe(cell) for cell in row))
+        for failure in failures:
+            failed.add_row(*(_safe(cell) for cell in failure))
         console.print(failed)
     size = f"{profile.width}x{profile.height}" if profile.height and profile.width else "default"
     console.print(

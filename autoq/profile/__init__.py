@@ -17,16 +17,15 @@ from autoq.profile._model import (
     TuneConditions,
 )
 from autoq.profile._report import (
-    TIER_DETAIL_COLUMNS,
     conditions_text,
     tier_details,
+    ties_text,
     unmeasured_trials,
     write_report,
 )
 
 __all__ = [
     "SCHEMA_VERSION",
-    "TIER_DETAIL_COLUMNS",
     "Constraints",
     "Metrics",
     "ModelIdentity",
@@ -44,6 +43,7 @@ __all__ = [
     "matches_model",
     "read_profile",
     "tier_details",
+    "ties_text",
     "unmeasured_trials",
     "write_profile",
     "write_report",

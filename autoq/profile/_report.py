@@ -20,10 +20,10 @@ from autoq.profile._model import Profile, Tier
 
 __all__ = [
     "MAX_SAMPLE_BYTES",
-    "TIER_DETAIL_COLUMNS",
     "conditions_text",
     "sample_path",
     "tier_details",
+    "ties_text",
     "unmeasured_trials",
     "write_report",
 ]
@@ -143,21 +143,31 @@ def _steps_curve(tier: Tier) -> str:
     )
 
 
-def tier_details(tier: Tier) -> list[str]:
-    """Display strings of what a tier adds to its summary: CI, images, cheapest resource,
-    fewest steps and the steps curve."""
+def tier_details(tier: Tier) -> dict[str, str]:
+    """Display strings of what a tier's `Tier.summary` does not already show: its quality
+    interval and images, cheapest resource, fewest steps, and the steps curve."""
     m = tier.metrics
-    return [
-        tier.name,
-        _ci(m.clip_ci),
-        str(m.n_images or "-"),
-        ", ".join(tier.cheapest_in) or "-",
-        "-" if tier.min_steps is None else str(tier.min_steps),
-        _steps_curve(tier),
-    ]
+    shown = " ".join(tier.summary())
+    details = {"tier": tier.name}
+    if "CI" not in shown:
+        details["CLIP 95% CI"] = _ci(m.clip_ci)
+        details["images"] = str(m.n_images or "-")
+    if "cheapest" not in shown:
+        details["cheapest in"] = ", ".join(tier.cheapest_in) or "-"
+    if "steps dial" not in shown:
+        details["min steps"] = "-" if tier.min_steps is None else str(tier.min_steps)
+    details["steps curve"] = _steps_curve(tier)
+    return details
 
 
-TIER_DETAIL_COLUMNS = ["tier", "CLIP 95% CI", "images", "cheapest in", "min steps", "steps curve"]
+def ties_text(profile: Profile) -> str:
+    """The tier pairs whose quality intervals overlap (not ranked), in one sentence."""
+    ties = getattr(profile, "ties", None)  # Profile.ties() where the schema provides it
+    pairs = ties() if callable(ties) else []
+    if not pairs:
+        return "No two tiers' quality intervals overlap." if callable(ties) else ""
+    joined = ", ".join(f"{a} ~ {b}" for a, b in pairs)
+    return f"Quality not ranked (intervals overlap): {joined}."
 
 
 def unmeasured_trials(profile: Profile) -> list[list[str]]:
@@ -226,6 +236,7 @@ def write_report(profile: Profile, profile_path: str | Path, out: str | Path | N
         else "<p>None: every trial was measured.</p>"
     )
     summaries = [t.summary() for t in columns]
+    details = [tier_details(t) for t in columns]
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>autoq profile: {_e(profile.model.source)}</title>
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">
@@ -250,7 +261,8 @@ Machine during the tune: {_e(conditions_text(profile))}.</p>
 <h2>Metrics</h2>
 {_table(summaries[0], [s.values() for s in summaries])}
 <h2>Quality intervals, cheapest resource and steps</h2>
-{_table(TIER_DETAIL_COLUMNS, [tier_details(t) for t in columns])}
+{_table(details[0], [d.values() for d in details])}
+<p>{_e(ties_text(profile))}</p>
 <h2>Trials not measured</h2>
 {failed_html}
 </body></html>
