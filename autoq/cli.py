@@ -250,7 +250,7 @@ def _print_profile_details(profile: Any) -> None:
     from autoq.profile import conditions_text, tier_details, ties_text, unmeasured_trials
 
     rows = [tier_details(tier) for tier in [profile.reference, *profile.tiers]]
-    details = Table(title="Quality intervals, cheapest resource and steps")
+    details = Table(title="Tier details")
     for column in rows[0]:
         details.add_column(column, overflow="fold")
     for row in rows:

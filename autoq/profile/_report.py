@@ -163,9 +163,11 @@ def tier_details(tier: Tier) -> dict[str, str]:
 def ties_text(profile: Profile) -> str:
     """The tier pairs whose quality intervals overlap (not ranked), in one sentence."""
     ties = getattr(profile, "ties", None)  # Profile.ties() where the schema provides it
-    pairs = ties() if callable(ties) else []
+    if not callable(ties) or all(t.metrics.clip_ci is None for t in profile.tiers):
+        return ""
+    pairs = ties()
     if not pairs:
-        return "No two tiers' quality intervals overlap." if callable(ties) else ""
+        return "No two tiers' quality intervals overlap: their quality order is measured."
     joined = ", ".join(f"{a} ~ {b}" for a, b in pairs)
     return f"Quality not ranked (intervals overlap): {joined}."
 
@@ -260,7 +262,7 @@ Machine during the tune: {_e(conditions_text(profile))}.</p>
 <table><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>
 <h2>Metrics</h2>
 {_table(summaries[0], [s.values() for s in summaries])}
-<h2>Quality intervals, cheapest resource and steps</h2>
+<h2>Tier details: steps curve and what the metrics table leaves out</h2>
 {_table(details[0], [d.values() for d in details])}
 <p>{_e(ties_text(profile))}</p>
 <h2>Trials not measured</h2>
