@@ -18,6 +18,7 @@ from autoq.backends._base import (
 from autoq.backends._bitsandbytes import BitsandbytesBackend
 from autoq.backends._bytes import tensor_bytes, weight_bytes
 from autoq.backends._gguf import GGUFBackend
+from autoq.backends._loader import Expr, Loader
 from autoq.backends._native import NativeBackend
 from autoq.backends._persist import load_or_quantize, weights_key
 from autoq.backends._probe import (
@@ -47,6 +48,8 @@ __all__ = [
     "BACKENDS",
     "PROTECT_PRESETS",
     "Backend",
+    "Expr",
+    "Loader",
     "Precision",
     "ProbeResult",
     "SkipPattern",

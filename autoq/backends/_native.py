@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from autoq.backends._loader import Loader
+
 __all__ = ["NativeBackend"]
 
 
@@ -127,6 +129,12 @@ class NativeBackend:
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         return None
+
+    def loader(self, precision: Precision, device: torch.device) -> Loader | str:
+        from autoq.backends._loader import Loader
+
+        dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision.name]
+        return Loader(config_class="", torch_dtype=dtype)
 
     def save_state(
         self, module: nn.Module, precision: Precision, targets: list[str], folder: Path
