@@ -76,8 +76,8 @@ class TierLoad:
         lines = []
         if self.configs:
             imports.append("from diffusers import PipelineQuantizationConfig")
-            for c in self.configs.values():
-                imports.append(f"from {c.library} import {c.code.partition('(')[0]}")
+            for c in self.configs.values():  # module-qualified: both libraries share names
+                imports.append(f"import {c.library}")
                 imports.extend(c.imports)
         lines.append("pipe = DiffusionPipeline.from_pretrained(")
         lines.append(f"    {folder!r},")
@@ -224,7 +224,7 @@ def _component_config(
         component=component,
         library=lib,
         config=config,
-        code=f"{loader.config_class}({', '.join(code_args)})",
+        code=f"{lib}.{loader.config_class}({', '.join(code_args)})",
         imports=loader.imports,
         modules_to_not_convert=not_convert,
     )

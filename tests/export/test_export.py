@@ -25,6 +25,7 @@ from tests.export.conftest import (
 
 PROMPT = "a red circle"
 ZOO = "zoo:shapes"
+SMALL = {"height": 32, "width": 32}
 
 MIXED = PipelinePlan(
     precisions={"unet": "ao_intx4", "text_encoder": "quanto_int4", "vae": "ao_int8wo"},
@@ -48,8 +49,8 @@ def test_quantized_tier_round_trips_through_plain_diffusers(tmp_path: Path) -> N
         wanted = targets_for(full, MIXED.precisions[component], MIXED.skip_patterns(component))
         assert quantized_layers(getattr(plain, component)) == {n for n, _ in wanted}, component
 
-    ours = autoq_images(pipeline_folder(ZOO), MIXED, PROMPT)
-    theirs = plain_images(result, PROMPT)
+    ours = autoq_images(pipeline_folder(ZOO), MIXED, PROMPT, **SMALL)
+    theirs = plain_images(result, PROMPT, **SMALL)
     assert np.abs(ours - theirs).max() <= MAX_PIXEL_DIFF
 
     record = json.loads((result.folder / TIER_FILE).read_text())
@@ -68,8 +69,8 @@ def test_half_precision_tier_loads_with_its_dtype(tmp_path: Path) -> None:
     result = export_tier(one_tier_profile(ZOO, plan), "tier", tmp_path / "out", device="cpu")
     assert result.load.torch_dtype == "bfloat16" and not result.load.configs
     assert "torch_dtype=torch.bfloat16" in result.code
-    ours = autoq_images(pipeline_folder(ZOO), plan, PROMPT, guidance_scale=1.0)
-    theirs = plain_images(result, PROMPT, guidance_scale=1.0)
+    ours = autoq_images(pipeline_folder(ZOO), plan, PROMPT, guidance_scale=1.0, **SMALL)
+    theirs = plain_images(result, PROMPT, guidance_scale=1.0, **SMALL)
     assert np.abs(ours - theirs).max() <= MAX_PIXEL_DIFF
 
 
