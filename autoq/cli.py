@@ -290,11 +290,10 @@ def export(
     from autoq.profile import TIER_FILE, export_tier
 
     result = export_tier(profile, tier, out, model=model, device=device)
-    err = Console(stderr=True)
-    err.print(
+    typer.echo(
         f"exported tier {result.tier!r} to {result.folder} ({result.steps} steps, "
         f"torch_dtype={result.load.torch_dtype}; details in {TIER_FILE}); load it with:",
-        highlight=False,
+        err=True,
     )
     typer.echo(result.code, nl=False)
 

@@ -34,7 +34,11 @@ __all__ = [
     "to_pipeline_quantization_config",
 ]
 
-_DTYPES = {"float32", "float16", "bfloat16"}
+_RULES = {
+    "child": "by a module's own attribute name",
+    "qualified": "by substring of the qualified name",
+    "transformers": "by qualified-name prefix or suffix",
+}
 
 
 class NotExportableError(BackendError):
@@ -72,13 +76,14 @@ class TierLoad:
 
     def load_code(self, folder: str, steps: int, guidance_scale: float | None = None) -> str:
         """The Python that loads ``folder`` in plain diffusers and generates like the tier."""
-        imports = ["import torch", "from diffusers import DiffusionPipeline"]
+        imports = {"import torch", "from diffusers import DiffusionPipeline"}
         lines = []
         if self.configs:
-            imports.append("from diffusers import PipelineQuantizationConfig")
+            imports.add("from diffusers import DiffusionPipeline, PipelineQuantizationConfig")
+            imports.discard("from diffusers import DiffusionPipeline")
             for c in self.configs.values():  # module-qualified: both libraries share names
-                imports.append(f"import {c.library}")
-                imports.extend(c.imports)
+                imports.add(f"import {c.library}")
+                imports.update(c.imports)
         lines.append("pipe = DiffusionPipeline.from_pretrained(")
         lines.append(f"    {folder!r},")
         lines.append(f"    torch_dtype=torch.{self.torch_dtype},")
@@ -92,7 +97,8 @@ class TierLoad:
         if guidance_scale is not None:
             call += f", guidance_scale={guidance_scale}"
         lines.append(f'image = pipe("a prompt", {call}).images[0]')
-        return "\n".join([*dict.fromkeys(imports), "", *lines]) + "\n"
+        ordered = sorted(imports, key=lambda line: (line.startswith("from"), line))
+        return "\n".join([*ordered, "", *lines]) + "\n"
 
 
 def _is_transformers(module: nn.Module) -> bool:
@@ -173,10 +179,13 @@ def _not_convert(
             if extra
             else f"it would keep {len(missing)} layer(s) autoq quantizes (e.g. {missing[0]})"
         )
-        raise NotExportableError(
-            f"{precision} on {component}: {lib}'s {loader.config_class} matches "
-            f"{loader.skip_arg[lib]} by {how} name, so {detail}"
+        by_rule = {n for n in candidates if not _skipped(n, keys, how)} == set(targets)
+        why = (
+            f"{lib} keeps {fp32} of {type(module).__name__} in float32 (_keep_in_fp32_modules)"
+            if by_rule
+            else f"{lib} {loader.config_class} matches {loader.skip_arg[lib]} {_RULES[how]}"
         )
+        raise NotExportableError(f"{precision} on {component}: {why}, so {detail}")
     return tuple(keys)
 
 

@@ -209,7 +209,8 @@ def test_quantized_t5_is_refused_where_transformers_keeps_wo(
             one_tier_profile(str(folder), plan), "tier", tmp_path / "o", device="cpu"
         )
     except NotExportableError as exc:  # autoq quantizes `wo`, transformers would not
-        assert "wo" in str(exc) and "would keep" in str(exc)
+        assert "keeps ['wo'] of T5EncoderModel in float32 (_keep_in_fp32_modules)" in str(exc)
+        assert "would keep 2 layer(s) autoq quantizes" in str(exc)
         return
     # autoq keeps `wo` too (it honours _keep_in_fp32_modules): then the export is exact.
     module = load_exported(result).text_encoder_3
