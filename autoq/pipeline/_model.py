@@ -3,6 +3,7 @@ identity that keys studies, profiles and cached weights."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -64,14 +65,38 @@ class LoadedModel:
 
 
 def folder_hash(folder: Path) -> str:
-    """sha256 over every file's relative path and bytes (16 hex chars)."""
+    """sha256 over every file's relative path and bytes (16 hex chars).
+
+    Remembered under `autoq.backends.cache_dir` by the files' paths, sizes, inodes and
+    change times (``st_ctime_ns``, which every write updates and ``utime`` cannot set back),
+    so a multi-GB model is read once, not at every start.
+    """
+    from autoq._files import atomic_write_text
+    from autoq.backends import cache_dir
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stats = []
+    for path in files:
+        st = path.stat()
+        stats.append([str(path.relative_to(folder)), st.st_size, st.st_ino, st.st_ctime_ns])
+    key = hashlib.sha256(json.dumps([str(folder.resolve()), stats]).encode()).hexdigest()[:32]
+    memo = cache_dir() / "hashes" / f"{key}.txt"
+    try:
+        remembered = memo.read_text(encoding="utf-8").strip()
+    except OSError:
+        remembered = ""
+    if re.fullmatch(r"[0-9a-f]{16}", remembered):
+        return remembered
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in files:
         digest.update(str(path.relative_to(folder)).encode())
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
-    return digest.hexdigest()[:16]
+    result = digest.hexdigest()[:16]
+    with contextlib.suppress(OSError):  # a read-only cache only costs a re-read next time
+        atomic_write_text(memo, result)
+    return result
 
 
 def _local_folder(source: str, revision: str | None = None) -> Path:
