@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MiB = 2**20
-BUDGET_S = {"backends": 90, "contract": 150, "tune": 150, "squeeze": 90}
-"""Seconds per step: 480 s in all, the 8-minute ceiling."""
+BUDGET_S = {"backends": 150, "contract": 120, "tune": 150, "squeeze": 60}
+"""Seconds per step: 480 s in all, the 8-minute ceiling. The probe gets the most: on a
+fresh environment optimum-quanto builds its extension during the first probe."""
 
 
 class Log:
@@ -112,7 +113,12 @@ def squeeze(log: Log, device: str) -> bool:
             free, _ = torch.cuda.mem_get_info(device)
             unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
             size = max(free + unused - 150 * MiB, 0)
-            block = torch.empty(size, dtype=torch.uint8, device=device)
+            try:
+                block = torch.empty(size, dtype=torch.uint8, device=device)
+            except Exception as exc:  # say so, instead of a misleading "never stepped down"
+                log(f"    hog: could not allocate {size / 2**30:.1f} GiB: {exc}"[:300])
+                release.set()
+                return
             log(f"    hog: took {size / 2**30:.1f} GiB; available now "
                 f"{monitor.sample().available_memory_bytes / MiB:.0f} MiB")  # fmt: skip
             taken.set()
@@ -138,14 +144,16 @@ def squeeze(log: Log, device: str) -> bool:
 
         hog_thread = threading.Thread(target=hog, daemon=True)
         hog_thread.start()
-        with ThreadPoolExecutor(max_workers=2) as clients:
-            futures = [clients.submit(request, i) for i in range(20)]
-            tiers = []
-            for i, future in enumerate(futures):
-                try:
-                    tiers.append(future.result(timeout=BUDGET_S["squeeze"]))
-                except Exception as exc:  # a lost request is what this step looks for
-                    failures.append(f"request {i}: {type(exc).__name__}: {exc}"[:300])
+        deadline = start + BUDGET_S["squeeze"]
+        clients = ThreadPoolExecutor(max_workers=2)
+        futures = [clients.submit(request, i) for i in range(20)]
+        tiers = []
+        for i, future in enumerate(futures):
+            try:
+                tiers.append(future.result(timeout=max(deadline - time.monotonic(), 1.0)))
+            except Exception as exc:  # a lost request is what this step looks for
+                failures.append(f"request {i}: {type(exc).__name__}: {exc}"[:300])
+        clients.shutdown(wait=False, cancel_futures=True)
         release.set()
         hog_thread.join(timeout=10)
     snapshot = pipe.metrics.snapshot() if hasattr(pipe.metrics, "snapshot") else {}
@@ -153,14 +161,14 @@ def squeeze(log: Log, device: str) -> bool:
     log(f"    tiers while squeezed: {' '.join(squeezed_tiers) or '-'}")
     log(f"    metrics: {snapshot}")
     for failure in failures:
-        log(f"    LOST {failure}")
+        log(f"    FAILED {failure}")
     first = profile.tiers[0].name
     stepped_down = any(t != first for t in squeezed_tiers)
     ok = not failures and stepped_down and len(tiers) == 20
     if not stepped_down:
         log("    the pipeline never left the first tier while memory was taken")
     log(f"-> squeeze: {'PASS' if ok else 'FAIL'} ({len(tiers)}/20 served, "
-        f"{len(failures)} lost, {time.monotonic() - start:.0f} s)")  # fmt: skip
+        f"{len(failures)} failed or lost, {time.monotonic() - start:.0f} s)")  # fmt: skip
     log()
     return ok
 
