@@ -15,6 +15,7 @@ from autoq.pipeline._model import (
     pipeline_folder,
 )
 from autoq.pipeline._plan import PLAN_VERSION, SCHEDULERS, PipelinePlan
+from autoq.pipeline._screen import ScreenedOut, ScreenResult, capture_calls, screen
 
 __all__ = [
     "PLAN_VERSION",
@@ -23,11 +24,15 @@ __all__ = [
     "LoadedModel",
     "ModelIdentity",
     "PipelinePlan",
+    "ScreenResult",
+    "ScreenedOut",
     "assemble",
+    "capture_calls",
     "compatible_schedulers",
     "folder_hash",
     "load_model",
     "load_pipeline",
     "module_components",
     "pipeline_folder",
+    "screen",
 ]
