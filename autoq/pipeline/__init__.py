@@ -17,6 +17,7 @@ from autoq.pipeline._model import (
     pipeline_folder,
 )
 from autoq.pipeline._plan import PLAN_VERSION, SCHEDULERS, PipelinePlan
+from autoq.pipeline._screen import ScreenedOut, ScreenResult, capture_calls, screen
 
 __all__ = [
     "PLAN_VERSION",
@@ -25,7 +26,10 @@ __all__ = [
     "LoadedModel",
     "ModelIdentity",
     "PipelinePlan",
+    "ScreenResult",
+    "ScreenedOut",
     "assemble",
+    "capture_calls",
     "check_identity",
     "compatible_schedulers",
     "folder_hash",
@@ -34,4 +38,5 @@ __all__ = [
     "load_pipeline",
     "module_components",
     "pipeline_folder",
+    "screen",
 ]

@@ -57,7 +57,10 @@ def _gemma_tokenizer() -> Any:
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
     symbols = [*specials, "\u2581", *string.ascii_lowercase, *string.digits, *".,'-:"]
     vocab = {symbol: i for i, symbol in enumerate(symbols)}
-    return GemmaTokenizerFast(vocab=vocab, merges=[], model_max_length=_TEXT_LENGTH)
+    # Gemma starts every text with <bos>, so an empty prompt still has one unmasked token.
+    return GemmaTokenizerFast(
+        vocab=vocab, merges=[], add_bos_token=True, model_max_length=_TEXT_LENGTH
+    )
 
 
 def _clip_text(tokenizer: Any, with_projection: bool, hidden: int = 32) -> Any:
@@ -129,7 +132,7 @@ def _sdxl(folder: Path) -> dict[str, Any]:
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
-        sample_size=32,
+        sample_size=16,
         in_channels=4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -216,7 +219,7 @@ def _flux(folder: Path) -> dict[str, Any]:
         axes_dims_rope=(4, 4, 8),
     ).eval()
     # FLUX renders at 128 x vae scale factor by default: a one-block VAE keeps that 128x128.
-    vae = _vae_kl(4, 1, use_quant_conv=False, use_post_quant_conv=False,
+    vae = _vae_kl(4, 1, width=8, use_quant_conv=False, use_post_quant_conv=False,
                   mid_block_add_attention=False, shift_factor=0.0609,
                   scaling_factor=1.5035)  # fmt: skip
     clip = _clip_tokenizer(folder / "_tok_clip")
@@ -258,7 +261,7 @@ def _pixart_sigma(folder: Path) -> dict[str, Any]:
     return {
         "transformer": transformer,
         # Binning renders at 256x256: a 4-block VAE keeps the latent at 32x32.
-        "vae": _vae_kl(4, 4, width=16, mid_block_add_attention=False),
+        "vae": _vae_kl(4, 4, width=8, mid_block_add_attention=False),
         "scheduler": DDIMScheduler(),
         "text_encoder": _t5(32),
         "tokenizer": _t5_tokenizer(),
