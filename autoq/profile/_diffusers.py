@@ -63,7 +63,8 @@ class TierLoad:
 
     configs: dict[str, ComponentConfig]
     torch_dtype: str
-    """One of ``float32``, ``float16``, ``bfloat16``: the dtype every component loads in."""
+    """The dtype every component loads in: ``float32``, as autoq measured the tier (tiers
+    with half-precision components are refused, see `plan_load`)."""
 
     def quantization_config(self) -> Any:
         """``diffusers.PipelineQuantizationConfig`` (``None`` if nothing is quantized)."""
@@ -265,7 +266,6 @@ def plan_load(
     where = torch.device(device) if device is not None else torch.device("cuda")
     modules = module_components(pipe) if pipe is not None else {}
     configs: dict[str, ComponentConfig] = {}
-    dtypes: dict[str, str] = {}
     reasons: list[str] = []
     for component, precision in plan.precisions.items():
         skip = plan.skip_patterns(component)
@@ -278,30 +278,18 @@ def plan_load(
             configs[component] = config
             continue
         spec = get_precision(precision)
-        dtypes[component] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[spec.name]
-        if skip and spec.name != "fp32":
+        if spec.name != "fp32":
+            dtype = {"fp16": "float16", "bf16": "bfloat16"}[spec.name]
+            protect = " (and protected sub-modules stay float32)" if skip else ""
             reasons.append(
-                f"{precision}+protect on {component}: diffusers loads a component in one "
-                "torch_dtype and cannot keep protected sub-modules in float32"
+                f"{precision} on {component}: autoq computes the component in {dtype}{protect} "
+                "but keeps latents, the scheduler and what components pass each other in "
+                f"float32; diffusers' torch_dtype={dtype} runs all of it in {dtype}, which "
+                "changes the images"
             )
-    floats = set(dtypes.values())
-    if pipe is not None and len(dtypes) + len(configs) < len(modules):
-        floats.add("float32")  # components the plan leaves out stay as loaded
-    if configs and floats - {"float32"}:
-        reasons.append(
-            "float16/bfloat16 beside quantized components: autoq computes quantized "
-            "components in float32, diffusers would load them in the half dtype"
-        )
-    elif len(floats) > 1:
-        reasons.append(
-            f"mixed dtypes {sorted(floats)}: diffusers runs latents in the text encoder's "
-            "dtype and does not cast between components, autoq casts at each component's "
-            "boundary"
-        )
     if reasons:
         raise NotExportableError("; ".join(dict.fromkeys(reasons)))
-    dtype = floats.pop() if len(floats) == 1 and not configs else "float32"
-    return TierLoad(configs=configs, torch_dtype=dtype)
+    return TierLoad(configs=configs, torch_dtype="float32")
 
 
 def to_pipeline_quantization_config(
