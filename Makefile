@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-fast lint bench setup clean
+.PHONY: demo test test-fast lint bench gpu-check setup clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tune.py overhead
 	$(BIN)/python benchmarks/runtime.py
 	$(BIN)/python benchmarks/load.py
+
+# On a CUDA machine, after the README's GPU install (CUDA torch in .venv or on PATH).
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --out benchmarks/results/gpu_check.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -318,6 +318,30 @@ def report(
 
 
 @app.command()
+def export(
+    profile: str = typer.Argument(..., help="Profile file, or a directory to pick from."),
+    tier: str = typer.Option(..., help="Tier to export (see `autoq profile show`)."),
+    out: str = typer.Option(..., help="Folder to write (new or empty)."),
+    model: str | None = typer.Option(
+        None, help="Load the weights from here instead of the profile's source."
+    ),
+    device: str | None = typer.Option(
+        None, help="Device the export will load on (default: cuda if present, else cpu)."
+    ),
+) -> None:
+    """Write a tier as a folder plain diffusers loads, and print the exact load call."""
+    from autoq.profile import TIER_FILE, export_tier
+
+    result = export_tier(profile, tier, out, model=model, device=device)
+    typer.echo(
+        f"exported tier {result.tier!r} to {result.folder} ({result.steps} steps, "
+        f"torch_dtype={result.load.torch_dtype}; details in {TIER_FILE}); load it with:",
+        err=True,
+    )
+    typer.echo(result.code, nl=False)
+
+
+@app.command()
 def serve(
     profile: str = typer.Option(..., help="Profile file, or a directory to pick from."),
     host: str = typer.Option("127.0.0.1", help="Bind address (non-loopback needs a key)."),

@@ -6,6 +6,7 @@ __all__ = [
     "AutoqError",
     "BackendError",
     "ConfigError",
+    "ModelMismatchError",
     "ModelNotFoundError",
     "OutOfMemoryError",
     "PrecisionUnavailableError",
@@ -43,6 +44,11 @@ class BackendError(AutoqError):
 
 class ModelNotFoundError(AutoqError):
     """A model id or folder cannot be found or loaded offline."""
+
+
+class ModelMismatchError(ModelNotFoundError):
+    """The weights found are not the model a profile was tuned for (content hash or
+    pipeline class differ)."""
 
 
 class ProfileMismatchError(AutoqError):

@@ -5,7 +5,7 @@ GGUF) and registers its precisions; nothing here imports those libraries until a
 precision is probed or applied.
 """
 
-from autoq.backends._apply import apply_precision, module_device, targets_for
+from autoq.backends._apply import apply_precision
 from autoq.backends._base import (
     BACKENDS,
     Backend,
@@ -18,6 +18,7 @@ from autoq.backends._base import (
 from autoq.backends._bitsandbytes import BitsandbytesBackend
 from autoq.backends._bytes import tensor_bytes, weight_bytes
 from autoq.backends._gguf import GGUFBackend
+from autoq.backends._loader import Expr, Loader
 from autoq.backends._native import NativeBackend
 from autoq.backends._persist import load_or_quantize, weights_key
 from autoq.backends._probe import (
@@ -29,6 +30,7 @@ from autoq.backends._probe import (
 )
 from autoq.backends._quanto import QuantoBackend
 from autoq.backends._select import PROTECT_PRESETS, SkipPattern
+from autoq.backends._targets import keep_in_fp32, module_device, targets_for
 from autoq.backends._torchao import TorchaoBackend
 from autoq.device import resolve_device
 
@@ -47,6 +49,8 @@ __all__ = [
     "BACKENDS",
     "PROTECT_PRESETS",
     "Backend",
+    "Expr",
+    "Loader",
     "Precision",
     "ProbeResult",
     "SkipPattern",
@@ -54,6 +58,7 @@ __all__ = [
     "available_precisions",
     "cache_dir",
     "get_precision",
+    "keep_in_fp32",
     "library_version",
     "list_precisions",
     "load_or_quantize",

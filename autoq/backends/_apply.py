@@ -6,43 +6,18 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypeVar
 
 from autoq.backends._base import BACKENDS, Precision, get_precision
+from autoq.backends._probe import probe_precision
 from autoq.backends._quiet import quiet
-from autoq.backends._select import SkipPattern, compile_skip, is_skipped, select_targets
+from autoq.backends._select import SkipPattern
+from autoq.backends._targets import module_device, targets_for
 from autoq.errors import BackendError, PrecisionUnavailableError
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
-__all__ = ["apply_precision", "module_device", "targets_for"]
+__all__ = ["apply_precision"]
 
 M = TypeVar("M", bound="nn.Module")
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of ``module``'s first parameter or buffer (CPU for an empty module)."""
-    import torch
-
-    for tensor in [*module.parameters(), *module.buffers()]:
-        return tensor.device
-    return torch.device("cpu")
-
-
-def targets_for(
-    module: nn.Module,
-    precision: str | Precision,
-    skip: Iterable[SkipPattern] | SkipPattern | None = None,
-) -> list[tuple[str, nn.Module]]:
-    """The sub-modules ``precision`` would change, by qualified name.
-
-    For a dtype cast that is every module outside ``skip``; for a quantizer, the layers of
-    the kinds and shapes it supports outside ``skip``.
-    """
-    spec = get_precision(precision)
-    compiled = compile_skip(skip)
-    if spec.is_float_cast:
-        return [(n, m) for n, m in module.named_modules() if not is_skipped(n, compiled)]
-    return select_targets(module, spec, compiled)
 
 
 def apply_precision(
@@ -76,8 +51,6 @@ def apply_precision(
     spec = get_precision(precision)
     device = module_device(module)
     if check:
-        from autoq.backends._probe import probe_precision
-
         result = probe_precision(spec.name, device)
         if not result.usable:
             raise PrecisionUnavailableError(

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from autoq.backends._loader import Loader
+
 __all__ = [
     "BACKENDS",
     "Backend",
@@ -134,6 +136,11 @@ class Backend(Protocol):
     ) -> None:
         """Turn the full-precision ``targets`` of ``module`` into the quantized layers saved
         in ``folder``, without quantizing again."""
+        ...
+
+    def loader(self, precision: Precision, device: torch.device) -> Loader | str:
+        """How plain diffusers/transformers would load ``precision`` on ``device``, or the
+        one-line reason they cannot."""
         ...
 
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from autoq.backends._loader import Loader
+
 __all__ = ["BitsandbytesBackend"]
 
 _BLOCK = 64  # bitsandbytes' default 4-bit block size
@@ -60,6 +62,12 @@ def _int8_scales(layer: nn.Module) -> torch.Tensor:
     scb = getattr(layer.weight, "SCB", None)
     state: Any = layer.state
     return scb if scb is not None else state.SCB
+
+
+def _float32() -> torch.dtype:
+    import torch
+
+    return torch.float32
 
 
 class BitsandbytesBackend:
@@ -133,6 +141,33 @@ class BitsandbytesBackend:
                 )
             # Moving to the device is what quantizes the weight.
             set_submodule(module, name, new.to(weight.device))
+
+    def loader(self, precision: Precision, device: torch.device) -> Loader | str:
+        from autoq.backends._loader import Expr, Loader
+
+        if device.type != "cuda":
+            return (
+                f"bitsandbytes on {device.type}: diffusers' and transformers' bitsandbytes "
+                "loaders need a GPU (autoq swaps in the bitsandbytes layers itself)"
+            )
+        if precision.options["quant_type"] == "int8":
+            args = {"load_in_8bit": Expr.of(True)}
+        else:
+            args = {
+                "load_in_4bit": Expr.of(True),
+                "bnb_4bit_quant_type": Expr.of(str(precision.options["quant_type"])),
+                "bnb_4bit_use_double_quant": Expr.of(bool(precision.options["double_quant"])),
+                "bnb_4bit_compute_dtype": Expr("torch.float32", _float32()),
+            }
+        return Loader(
+            config_class="BitsAndBytesConfig",
+            args={"diffusers": args, "transformers": args},
+            skip_arg={
+                "diffusers": "llm_int8_skip_modules",
+                "transformers": "llm_int8_skip_modules",
+            },
+            skip_match={"diffusers": "qualified", "transformers": "transformers"},
+        )
 
     def save_state(
         self, module: nn.Module, precision: Precision, targets: list[str], folder: Path

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from autoq.backends._loader import Loader
+
 __all__ = ["GGUFBackend", "write_gguf"]
 
 _BLOCK = 32
@@ -134,6 +136,15 @@ class GGUFBackend:
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         return None  # GGUFParameter holds its packed blocks as a plain uint8 tensor
+
+    def loader(self, precision: Precision, device: torch.device) -> Loader | str:
+        return (
+            "GGUF per component: diffusers loads GGUF only as one model's single-file "
+            "checkpoint in its original key layout (`from_single_file` + "
+            "GGUFQuantizationConfig), not as a pipeline component, and autoq's .gguf files "
+            "(arch 'autoq', diffusers-internal names, quantized Linear weights only) do not "
+            "load there; serve this tier with autoq's `AdaptivePipeline`"
+        )
 
     def save_state(
         self, module: nn.Module, precision: Precision, targets: list[str], folder: Path

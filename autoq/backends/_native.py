@@ -19,10 +19,28 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from autoq.backends._loader import Loader
+
 __all__ = ["NativeBackend"]
 
 
 def _cast_tree(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` with every floating tensor cast to ``dtype``, and every floating
+    ``torch.dtype`` argument (``hidden_dtype=`` in diffusers) replaced by ``dtype``."""
+    import torch
+    from torch.utils import _pytree
+
+    def cast(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != dtype:
+            return x.to(dtype)
+        if isinstance(x, torch.dtype) and x.is_floating_point:
+            return dtype
+        return x
+
+    return _pytree.tree_map(cast, value)
+
+
+def _cast_outputs(value: Any, dtype: torch.dtype) -> Any:
     import torch
     from torch.utils import _pytree
 
@@ -44,38 +62,98 @@ def _first_float_dtype(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.d
     return None
 
 
-def add_dtype_boundary(module: nn.Module, dtype: torch.dtype) -> None:
-    """Run ``module`` in ``dtype`` while its caller keeps its own dtype."""
+def add_dtype_boundary(
+    module: nn.Module,
+    dtype: torch.dtype,
+    *,
+    output: torch.dtype | None = None,
+    default_output: torch.dtype | None = None,
+) -> None:
+    """Run ``module`` in ``dtype`` while its caller keeps its own dtype.
 
-    caller: dict[str, torch.dtype | None] = {"dtype": None}
+    Floating inputs (and floating ``torch.dtype`` arguments) become ``dtype`` on entry.
+    Floating outputs become ``output`` when given (a kept fp32 island inside a cast
+    region hands the region its dtype), else the caller's dtype: that of the first
+    floating input, or ``default_output`` when there is none (a text encoder called
+    with token ids hands back fp32, as the pipeline expects).
+    """
+    import threading
+
+    callers = threading.local()
 
     def pre_hook(mod: nn.Module, args: Any, kwargs: Any) -> tuple[Any, Any]:
-        caller["dtype"] = _first_float_dtype(args, kwargs)
+        stack = callers.__dict__.setdefault("stack", [])
+        stack.append(_first_float_dtype(args, kwargs) or default_output)
         return _cast_tree(args, dtype), _cast_tree(kwargs, dtype)
 
-    def post_hook(mod: nn.Module, args: Any, kwargs: Any, output: Any) -> Any:
-        back = caller["dtype"]
-        return output if back is None else _cast_tree(output, back)
+    def post_hook(mod: nn.Module, args: Any, kwargs: Any, result: Any) -> Any:
+        back = callers.stack.pop()
+        target = output or back
+        return result if target is None else _cast_outputs(result, target)
 
     module.register_forward_pre_hook(pre_hook, with_kwargs=True)
     module.register_forward_hook(post_hook, with_kwargs=True)
 
 
-def _entry_points(module: nn.Module) -> list[nn.Module]:
-    """The sub-modules a component's methods call directly: its children, looking through
-    containers that are never called themselves (``ModuleList``, ``ModuleDict``)."""
+def _entry_points(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The sub-modules a component's methods call directly, by qualified name: its
+    children, looking through containers that are never called themselves
+    (``ModuleList``, ``ModuleDict``)."""
     from torch import nn
 
-    children = list(module.children())
+    children = list(module.named_children())
     if not children:
-        return [module]
-    entries: list[nn.Module] = []
-    for child in children:
+        return [(prefix, module)]
+    entries: list[tuple[str, nn.Module]] = []
+    for name, child in children:
+        qualified = f"{prefix}.{name}" if prefix else name
         if isinstance(child, nn.ModuleList | nn.ModuleDict):
-            entries.extend(_entry_points(child))
+            entries.extend(_entry_points(child, qualified))
         else:
-            entries.append(child)
+            entries.append((qualified, child))
     return entries
+
+
+def add_output_boundary(module: nn.Module) -> None:
+    """Hand ``module``'s own callers fp32 (or their dtype) from a direct call: models that
+    gather sub-module outputs at the top (transformers' ``output_hidden_states``) would
+    otherwise return the cast region's dtype."""
+    import torch
+
+    def post_hook(mod: nn.Module, args: Any, kwargs: Any, result: Any) -> Any:
+        return _cast_outputs(result, _first_float_dtype(args, kwargs) or torch.float32)
+
+    module.register_forward_hook(post_hook, with_kwargs=True)
+
+
+_REPORTING: dict[type, type] = {}
+
+
+def report_float32(module: nn.Module) -> None:
+    """Make ``module.dtype`` say float32 whatever its weights are stored in.
+
+    Pipelines read ``component.dtype`` to decide what to build and hand on (FLUX and
+    SD3 cast prompt embeddings to ``text_encoder.dtype``, PixArt and Sana latents to
+    ``vae.dtype``/``transformer.dtype``). A cast component takes and returns fp32 at its
+    boundary, so fp32 is what its callers must see. Done by a subclass that only
+    overrides the ``dtype`` property, keeping the class name and every ``isinstance``.
+    """
+    import torch
+
+    cls = type(module)
+    if cls in _REPORTING.values() or not hasattr(cls, "dtype"):
+        return
+    if cls not in _REPORTING:
+        _REPORTING[cls] = type(
+            cls.__name__,
+            (cls,),
+            {
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "dtype": property(lambda self: torch.float32),
+            },
+        )
+    module.__class__ = _REPORTING[cls]
 
 
 class NativeBackend:
@@ -115,18 +193,33 @@ class NativeBackend:
                     layer._buffers[key] = buf.to(dtype)
         if dtype == torch.float32:
             return
+        entries = _entry_points(module)
         kept = {n: layer for n, layer in module.named_modules() if id(layer) not in target_ids}
+        regions = [name for name, entry in entries if id(entry) in target_ids]
         for name, layer in kept.items():
             # Descendants of a skipped module are skipped too: only the outermost needs casts.
-            if name and name.rpartition(".")[0] not in kept:
-                add_dtype_boundary(layer, torch.float32)
-        kept_ids = {id(layer) for layer in kept.values()}
-        for entry in _entry_points(module):
-            if id(entry) not in kept_ids:
-                add_dtype_boundary(entry, dtype)
+            if not name or name.rpartition(".")[0] in kept:
+                continue
+            if any(name.startswith(f"{region}.") for region in regions):
+                # An fp32 island inside a cast region: the region goes on in its dtype.
+                add_dtype_boundary(layer, torch.float32, output=dtype)
+            else:
+                add_dtype_boundary(layer, torch.float32, default_output=torch.float32)
+        for _, entry in entries:
+            if id(entry) in target_ids:
+                add_dtype_boundary(entry, dtype, default_output=torch.float32)
+        if entries != [("", module)]:
+            add_output_boundary(module)
+        report_float32(module)
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         return None
+
+    def loader(self, precision: Precision, device: torch.device) -> Loader | str:
+        from autoq.backends._loader import Loader
+
+        dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision.name]
+        return Loader(config_class="", torch_dtype=dtype)
 
     def save_state(
         self, module: nn.Module, precision: Precision, targets: list[str], folder: Path

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoq._version import __version__
-from autoq.backends._apply import apply_precision, targets_for
+from autoq.backends._apply import apply_precision
 from autoq.backends._base import BACKENDS, get_precision, library_version
 from autoq.backends._quiet import quiet
 from autoq.backends._select import SkipPattern
+from autoq.backends._targets import targets_for
 
 if TYPE_CHECKING:
     from torch import nn

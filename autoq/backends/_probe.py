@@ -18,6 +18,7 @@ from autoq._files import atomic_write_text
 from autoq.backends._base import BACKENDS, get_precision, list_precisions
 from autoq.backends._bytes import weight_bytes
 from autoq.backends._quiet import quiet
+from autoq.backends._targets import targets_for
 from autoq.device import resolve_device
 
 if TYPE_CHECKING:
@@ -108,8 +109,6 @@ def _probe_net(device: torch.device) -> tuple[nn.Module, torch.Tensor]:
 def _run_probe(name: str, device: torch.device) -> ProbeResult:
     import torch
 
-    from autoq.backends._apply import apply_precision
-
     spec = get_precision(name)
     base: dict[str, Any] = {"precision": name, "backend": spec.backend, "device": str(device)}
     reason = BACKENDS[spec.backend].check_environment(spec, device)
@@ -120,7 +119,8 @@ def _run_probe(name: str, device: torch.device) -> ProbeResult:
         net, x = _probe_net(device)
         with torch.no_grad(), quiet():
             ref = net(x)
-            quantized = apply_precision(copy.deepcopy(net), spec, check=False)
+            quantized = copy.deepcopy(net)
+            BACKENDS[spec.backend].apply(quantized, spec, targets_for(quantized, spec))
             out = quantized(x).float()
         error = float((out - ref).norm() / ref.norm())
         ratio = weight_bytes(quantized) / weight_bytes(net)

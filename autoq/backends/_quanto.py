@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from autoq.backends._loader import Loader
+
 __all__ = ["QuantoBackend"]
 
 
@@ -74,6 +76,21 @@ class QuantoBackend:
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         return None  # quanto tensors flatten into plain tensors; the generic walk counts them
+
+    def loader(self, precision: Precision, device: torch.device) -> Loader | str:
+        from autoq.backends._loader import Expr, Loader
+
+        weights = Expr.of(str(precision.options["weights"]).removeprefix("q"))
+        return Loader(  # both libraries' QuantoConfig convert nn.Linear only
+            config_class="QuantoConfig",
+            args={"diffusers": {"weights_dtype": weights}, "transformers": {"weights": weights}},
+            skip_arg={
+                "diffusers": "modules_to_not_convert",
+                "transformers": "modules_to_not_convert",
+            },
+            skip_match={"diffusers": "child", "transformers": "transformers"},
+            layers=("linear",),
+        )
 
     def save_state(
         self, module: nn.Module, precision: Precision, targets: list[str], folder: Path

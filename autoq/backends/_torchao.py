@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from autoq.backends._loader import Loader
+
 __all__ = ["TorchaoBackend"]
 
 
@@ -107,6 +109,32 @@ class TorchaoBackend:
 
     def tensor_bytes(self, tensor: torch.Tensor) -> int | None:
         return None  # torchao tensors flatten into plain tensors; the generic walk counts them
+
+    def loader(self, precision: Precision, device: torch.device) -> Loader | str:
+        from autoq.backends._loader import Expr, Loader
+
+        kind = precision.options["config"]
+        code = {
+            "int8_weight_only": "Int8WeightOnlyConfig()",
+            "int8_dynamic": "Int8DynamicActivationInt8WeightConfig()",
+            "int4_weight_only": f"Int4WeightOnlyConfig(group_size={precision.group_size})",
+            "intx4_weight_only": "IntxWeightOnlyConfig(weight_dtype=torch.int4, "
+            f"granularity=PerGroup({precision.group_size}))",
+        }[str(kind)]
+        imports = [f"from torchao.quantization import {code.partition('(')[0]}"]
+        if kind == "intx4_weight_only":
+            imports.append("from torchao.quantization.granularity import PerGroup")
+        quant_type = {"quant_type": Expr(code, _config(precision))}
+        return Loader(
+            config_class="TorchAoConfig",
+            args={"diffusers": quant_type, "transformers": quant_type},
+            skip_arg={
+                "diffusers": "modules_to_not_convert",
+                "transformers": "modules_to_not_convert",
+            },
+            skip_match={"diffusers": "qualified", "transformers": "transformers"},
+            imports=tuple(imports),
+        )
 
     def save_state(
         self, module: nn.Module, precision: Precision, targets: list[str], folder: Path

@@ -9,12 +9,15 @@ from autoq.pipeline._build import (
 from autoq.pipeline._model import (
     LoadedModel,
     ModelIdentity,
+    check_identity,
     folder_hash,
+    identity_of,
     load_model,
     load_pipeline,
     pipeline_folder,
 )
 from autoq.pipeline._plan import PLAN_VERSION, SCHEDULERS, PipelinePlan
+from autoq.pipeline._screen import ScreenedOut, ScreenResult, capture_calls, screen
 
 __all__ = [
     "PLAN_VERSION",
@@ -23,11 +26,17 @@ __all__ = [
     "LoadedModel",
     "ModelIdentity",
     "PipelinePlan",
+    "ScreenResult",
+    "ScreenedOut",
     "assemble",
+    "capture_calls",
+    "check_identity",
     "compatible_schedulers",
     "folder_hash",
+    "identity_of",
     "load_model",
     "load_pipeline",
     "module_components",
     "pipeline_folder",
+    "screen",
 ]

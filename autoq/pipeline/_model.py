@@ -3,7 +3,9 @@ identity that keys studies, profiles and cached weights."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from autoq.errors import ConfigError, ModelNotFoundError
+from autoq.errors import ConfigError, ModelMismatchError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -21,7 +23,9 @@ if TYPE_CHECKING:
 __all__ = [
     "LoadedModel",
     "ModelIdentity",
+    "check_identity",
     "folder_hash",
+    "identity_of",
     "load_model",
     "load_pipeline",
     "pipeline_folder",
@@ -36,10 +40,18 @@ class ModelIdentity(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     source: str
-    """Hub id or local folder as given to ``from_pretrained`` (``zoo:shapes`` for the zoo)."""
+    """Where the weights are, resolved: an absolute folder, a hub id (see ``revision``) or
+    ``zoo:NAME``."""
     content_hash: str
     """sha256 over the model folder's files: a renamed copy is the same model."""
     pipeline_class: str
+    revision: str | None = None
+    """The hub snapshot (commit hash) a hub id resolved to; ``None`` for folders and the zoo."""
+
+    def describe(self) -> str:
+        """One line for messages: ``StableDiffusionPipeline /abs/folder (hash 0123abcd...)``."""
+        at = f"@{self.revision[:12]}" if self.revision else ""
+        return f"{self.pipeline_class} {self.source}{at} (content hash {self.content_hash})"
 
 
 @dataclass
@@ -53,21 +65,45 @@ class LoadedModel:
 
 
 def folder_hash(folder: Path) -> str:
-    """sha256 over every file's relative path and bytes (16 hex chars)."""
+    """sha256 over every file's relative path and bytes (16 hex chars).
+
+    Remembered under `autoq.backends.cache_dir` by the files' paths, sizes, inodes and
+    change times (``st_ctime_ns``, which every write updates and ``utime`` cannot set back),
+    so a multi-GB model is read once, not at every start.
+    """
+    from autoq._files import atomic_write_text
+    from autoq.backends import cache_dir
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stats = []
+    for path in files:
+        st = path.stat()
+        stats.append([str(path.relative_to(folder)), st.st_size, st.st_ino, st.st_ctime_ns])
+    key = hashlib.sha256(json.dumps([str(folder.resolve()), stats]).encode()).hexdigest()[:32]
+    memo = cache_dir() / "hashes" / f"{key}.txt"
+    try:
+        remembered = memo.read_text(encoding="utf-8").strip()
+    except OSError:
+        remembered = ""
+    if re.fullmatch(r"[0-9a-f]{16}", remembered):
+        return remembered
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in files:
         digest.update(str(path.relative_to(folder)).encode())
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
-    return digest.hexdigest()[:16]
+    result = digest.hexdigest()[:16]
+    with contextlib.suppress(OSError):  # a read-only cache only costs a re-read next time
+        atomic_write_text(memo, result)
+    return result
 
 
-def _local_folder(source: str) -> Path:
+def _local_folder(source: str, revision: str | None = None) -> Path:
     """A folder for ``source``: itself if it is one, else its hub snapshot in the local cache."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return path
+        return path.resolve()
     if path.suffix or source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise ModelNotFoundError(
             f"Model {source!r} is neither a folder nor a hub id (owner/name); "
@@ -76,12 +112,92 @@ def _local_folder(source: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(source, local_files_only=True))
+        return Path(snapshot_download(source, revision=revision, local_files_only=True))
     except Exception as exc:
+        at = f" at revision {revision}" if revision else ""
         raise ModelNotFoundError(
-            f"Model {source!r} is not a folder and not in the local hub cache ({exc}); "
-            "download it first (`hf download ...`) or give its folder."
+            f"Model {source!r}{at} is not a folder (from {Path.cwd()}) and not in the local hub "
+            f"cache ({type(exc).__name__}); download it first (`hf download {source}`) or give "
+            "its folder."
         ) from None
+
+
+def _is_hub_id(source: str) -> bool:
+    return not source.startswith(ZOO_PREFIX) and not Path(source).expanduser().is_dir()
+
+
+def _pipeline_class(folder: Path) -> str:
+    """The pipeline class a folder's ``model_index.json`` names (no weights loaded)."""
+    index = folder / "model_index.json"
+    try:
+        name = json.loads(index.read_text(encoding="utf-8"))["_class_name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelNotFoundError(
+            f"{folder} is not a diffusers pipeline folder: {index.name} is missing or has no "
+            "_class_name; give the folder `save_pretrained` wrote (or a hub id)."
+        ) from None
+    return str(name)
+
+
+def identity_of(source: str | None) -> ModelIdentity:
+    """The identity of the weights ``source`` names, resolved, without loading them.
+
+    Args:
+        source: ``zoo:NAME`` (``None``: the zoo default), a pipeline folder (relative paths
+            are made absolute) or a cached hub id.
+
+    Raises:
+        ModelNotFoundError: ``source`` is no pipeline folder and no cached hub id.
+    """
+    folder = pipeline_folder(source)
+    if source is None or source.startswith(ZOO_PREFIX):
+        resolved = f"{ZOO_PREFIX}{'shapes' if source is None else source.removeprefix(ZOO_PREFIX)}"
+        revision = None
+    elif _is_hub_id(source):
+        resolved, revision = source, folder.name  # the snapshot folder is named by its commit
+    else:
+        resolved, revision = str(folder), None
+    return ModelIdentity(
+        source=resolved,
+        content_hash=folder_hash(folder),
+        pipeline_class=_pipeline_class(folder),
+        revision=revision,
+    )
+
+
+def check_identity(expected: ModelIdentity, source: str | None = None) -> Path:
+    """The folder to load for a profile tuned on ``expected``, once its weights are proven
+    to be the same model (content hash and pipeline class).
+
+    Args:
+        expected: The profile's ``model``.
+        source: Load these weights instead of ``expected.source`` (a moved or renamed copy,
+            or a folder given relative to the current directory).
+
+    Returns:
+        The pipeline folder whose weights match.
+
+    Raises:
+        ModelNotFoundError: The weights cannot be found here.
+        ModelMismatchError: They are another model, or changed since the tune.
+    """
+    where = source if source is not None else expected.source
+    revision = expected.revision if source is None else None
+    folder = _local_folder(where, revision) if revision is not None else pipeline_folder(where)
+    actual = ModelIdentity(
+        source=where, content_hash=folder_hash(folder), pipeline_class=_pipeline_class(folder)
+    )
+    if (actual.content_hash, actual.pipeline_class) != (
+        expected.content_hash,
+        expected.pipeline_class,
+    ):
+        raise ModelMismatchError(
+            f"The profile was tuned for {expected.describe()}, but {folder} holds "
+            f"{actual.pipeline_class} with content hash {actual.content_hash}: its weights "
+            "changed or it is another model. Re-run `autoq tune` on these weights, or load "
+            "the weights the profile was tuned on."
+        )
+    return folder
 
 
 def _slug(source: str) -> str:
@@ -126,13 +242,14 @@ def load_model(model: str | None, scorer: str | None) -> LoadedModel:
     from autoq import zoo
     from autoq.quality import ClipScorer
 
+    identity = identity_of(model)
     folder = pipeline_folder(model)
     if model is None or model.startswith(ZOO_PREFIX):
         name = "shapes" if model is None else model.removeprefix(ZOO_PREFIX)
-        source, prompts, guidance = f"{ZOO_PREFIX}{name}", zoo.prompts(name), 5.0
+        prompts, guidance = zoo.prompts(name), 5.0
         default_scorer: ClipScorer | None = zoo.scorer(name)
     else:
-        source, prompts, guidance, default_scorer = model, None, 7.5, None
+        prompts, guidance, default_scorer = None, 7.5, None
     if scorer is not None:
         default_scorer = ClipScorer.from_pretrained(_local_folder(scorer))
     if default_scorer is None:
@@ -141,7 +258,4 @@ def load_model(model: str | None, scorer: str | None) -> LoadedModel:
             "folder or cached hub id (e.g. openai/clip-vit-large-patch14)."
         )
     pipe = load_pipeline(folder)
-    identity = ModelIdentity(
-        source=source, content_hash=folder_hash(folder), pipeline_class=type(pipe).__name__
-    )
-    return LoadedModel(pipe, default_scorer, identity, _slug(source), prompts, guidance)
+    return LoadedModel(pipe, default_scorer, identity, _slug(model or "shapes"), prompts, guidance)

@@ -58,7 +58,8 @@ class TuneResult:
 
 def _space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -> SearchSpace:
     from autoq.backends import available_precisions
-    from autoq.pipeline import compatible_schedulers, module_components
+    from autoq.pipeline import compatible_schedulers, module_components, screen
+    from autoq.tune._space import PROTECT_GROUPS
 
     usable = available_precisions(device)
     wanted = list(config.precisions) if config.precisions else usable
@@ -75,8 +76,29 @@ def _space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -> Sea
         if bad:
             raise ConfigError(f"Scheduler(s) {bad} do not fit this model; valid: {schedulers}.")
         schedulers = list(config.schedulers)
+    # The compatibility screen: every pairing the search may draw runs once on real inputs
+    # first; what fails, or strays past its precision's bound, never reaches a trial.
+    prompts = config.prompts or loaded.default_prompts or ["a photo"]
+    screened = screen(
+        loaded.pipe,
+        dict.fromkeys(module_components(loaded.pipe), options),
+        [(), PROTECT_GROUPS] if config.protect else [()],
+        prompt=prompts[0],
+        guidance_scale=(
+            config.guidance_scale if config.guidance_scale is not None else loaded.default_guidance
+        ),
+        model_hash=loaded.identity.content_hash,
+    )
+    for out in screened.dropped:
+        log.warning(
+            "screened_out",
+            component=out.component,
+            precision=out.precision,
+            protect=list(out.protect),
+            reason=out.reason,
+        )
     return SearchSpace(
-        precisions={name: options for name in module_components(loaded.pipe)},
+        precisions=screened.kept,
         steps=config.steps or (10, 30),
         step_size=config.step_size,
         schedulers=tuple(schedulers),

@@ -20,14 +20,22 @@ from autoq.backends import (
 )
 from autoq.errors import PrecisionUnavailableError
 from tests.backends.components import COMPONENTS, Component
+from tests.backends.required import KNOWN_UNUSABLE, device_kind, required_here, usable_or_fail
 
 PRECISIONS = [p.name for p in list_precisions()]
 
 
-def _usable_or_skip(name: str) -> None:
-    result = probe_precision(name)
-    if not result.usable:
-        pytest.skip(f"{name} is not usable on this device: {result.reason}")
+def test_required_precisions_are_usable_on_this_machine_kind() -> None:
+    """The list in tests/backends/required.py is the contract: all of it probes usable."""
+    results = {r.precision: r for r in probe_all(only=required_here())}
+    broken = {n: r.reason for n, r in results.items() if not r.usable}
+    assert broken == {}, f"must be usable on {device_kind()}: {broken}"
+
+
+def test_known_unusable_precisions_say_the_known_reason() -> None:
+    for name, reason in KNOWN_UNUSABLE[device_kind()].items():
+        result = probe_precision(name)
+        assert result.usable or reason in (result.reason or ""), (name, result.reason)
 
 
 def _rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -36,7 +44,7 @@ def _rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_precision_contract(precision: str, component: Component) -> None:
-    _usable_or_skip(precision)
+    usable_or_fail(precision)
     spec = get_precision(precision)
     reference = component.build()
     with torch.no_grad():
@@ -86,7 +94,7 @@ def test_unusable_precisions_say_why() -> None:
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_skip_keeps_named_modules(precision: str) -> None:
-    _usable_or_skip(precision)
+    usable_or_fail(precision)
     encoder = COMPONENTS["text_encoder"].build()
     before = {n: (type(m), m.weight.dtype) for n, m in encoder.named_modules() if _has_w(m)}
     apply_precision(encoder, precision, skip=["*self_attn*", "re:.*layer_norm\\d"])
@@ -110,7 +118,7 @@ def test_precision_runs_under_peak_memory_tracking(precision: str) -> None:
     inside it (subclasses with only __torch_function__, like GGUF's, included)."""
     from autoq.device import PeakMemory
 
-    _usable_or_skip(precision)
+    usable_or_fail(precision)
     model = apply_precision(torch.nn.Sequential(torch.nn.Linear(64, 256)), precision)
     with torch.no_grad(), PeakMemory("cpu") as peak:
         out = model(torch.randn(8, 64))
@@ -123,7 +131,7 @@ def test_round_trip_through_disk(precision: str, tmp_path) -> None:
     """Stored once, reloaded without quantizing: same outputs, same bytes."""
     from autoq.backends import load_or_quantize
 
-    _usable_or_skip(precision)
+    usable_or_fail(precision)
     base = COMPONENTS["text_encoder"].build()
     run = COMPONENTS["text_encoder"].run
     folder = tmp_path / "weights"

@@ -99,6 +99,6 @@ def test_tier_to_diffusers_maps_loader_backends() -> None:
 
 
 def test_tier_to_diffusers_refuses_what_diffusers_cannot_load() -> None:
-    plan = PipelinePlan(precisions={"unet": "ao_intx4"}, steps=10)
-    with pytest.raises(BackendError, match=r"no diffusers loader equivalent"):
+    plan = PipelinePlan(precisions={"unet": "gguf_q4_0"}, steps=10)
+    with pytest.raises(BackendError, match="GGUF per component"):
         make_profile(plan).tiers[0].to_diffusers()

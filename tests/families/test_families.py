@@ -1,0 +1,154 @@
+"""Each diffusers family end to end on this CPU: screen, dtype discipline, tune, runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoq.pipeline import load_pipeline, module_components, screen
+from autoq.tune._space import PROTECT_GROUPS
+from tests.families.builders import FAMILIES, FAMILY_PROMPTS
+
+T5_ENCODERS = {"sd3": "text_encoder_3", "flux": "text_encoder_2", "pixart_sigma": "text_encoder"}
+FOUR_BIT = ("gguf_q4_0", "bnb_nf4", "bnb_fp4")
+
+
+def _images(pipe: object, steps: int = 2) -> np.ndarray:
+    with torch.no_grad():
+        image = pipe(  # type: ignore[operator]
+            FAMILY_PROMPTS[0],
+            num_inference_steps=steps,
+            guidance_scale=5.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images
+    return np.asarray(image, dtype=np.float32)
+
+
+def test_half_precision_components_hand_on_fp32(family: str, family_folder: Path) -> None:
+    """Every component in bf16 and fp16, with and without protect, runs on the inputs the
+    pipeline really gives it, hands on fp32 and stays within the cast's bound; a pipeline
+    with every component cast generates finite images close to fp32."""
+    from autoq.backends import PROTECT_PRESETS, apply_precision
+
+    pipe = load_pipeline(family_folder)
+    pipe.set_progress_bar_config(disable=True)
+    components = list(module_components(pipe))
+    result = screen(
+        pipe,
+        dict.fromkeys(components, ("bf16", "fp16")),
+        [(), PROTECT_GROUPS],
+        prompt=FAMILY_PROMPTS[0],
+        guidance_scale=5.0,
+    )
+    assert result.dropped == []
+    assert result.kept == dict.fromkeys(components, ("bf16", "fp16"))
+    assert len(result.rel_errors) == 4 * len(components)
+    for (component, dtype, _), error in result.rel_errors.items():
+        assert error < (0.05 if dtype == "bf16" else 0.01), (component, dtype)
+
+    reference = _images(pipe)
+    skip = [p for group in PROTECT_GROUPS for p in PROTECT_PRESETS[group]]
+    for i, component in enumerate(components):
+        # Mixed on purpose: neighbours in bf16, fp16, protected and not.
+        apply_precision(getattr(pipe, component), ("bf16", "fp16")[i % 2], skip=skip[: i % 3])
+        assert getattr(pipe, component).dtype == torch.float32  # what the pipeline reads
+    images = _images(pipe)
+    assert np.isfinite(images).all()
+    assert np.abs(images - reference).mean() < 0.02
+    assert np.abs(images - reference).max() < 0.25
+
+
+@pytest.mark.parametrize("family", list(T5_ENCODERS), indirect=True)
+def test_four_bit_t5_keeps_wo_in_fp32(family: str, family_folder: Path) -> None:
+    """GGUF and bitsandbytes 4-bit on a T5 encoder keep `wo` unquantized, as transformers
+    does (`_keep_in_fp32_modules`): T5 casts `wo`'s input to `wo.weight.dtype`, which is
+    uint8 for both (a crash for GGUF, relative error ~1.1 for bitsandbytes)."""
+    from autoq.backends import apply_precision, get_precision
+
+    pipe = load_pipeline(family_folder)
+    pipe.set_progress_bar_config(disable=True)
+    encoder = T5_ENCODERS[family]
+    result = screen(
+        pipe, {encoder: FOUR_BIT}, [(), PROTECT_GROUPS], prompt=FAMILY_PROMPTS[0],
+        guidance_scale=5.0,
+    )  # fmt: skip
+    assert result.dropped == []
+    assert result.kept[encoder] == FOUR_BIT
+    for (_, precision, _), error in result.rel_errors.items():
+        assert error < get_precision(precision).max_rel_error / 2, precision
+
+    quantized = apply_precision(getattr(pipe, encoder), "bnb_nf4")
+    wo = [m for n, m in quantized.named_modules() if n.endswith(".wo")]
+    assert wo and all(type(m) is torch.nn.Linear for m in wo)
+    assert all(m.weight.dtype == torch.float32 for m in wo)
+
+
+def test_screen_leaves_out_what_fails_with_the_reason(
+    family_builder: Callable[[str], Path],
+) -> None:
+    """A precision whose module breaks the pipeline's contract is left out, with why."""
+    from autoq.backends import apply_precision
+
+    pipe = load_pipeline(family_builder("flux"))
+    pipe.set_progress_bar_config(disable=True)
+
+    def broken(component: str, precision: str, protect: tuple[str, ...]) -> torch.nn.Module:
+        module = apply_precision(
+            __import__("copy").deepcopy(getattr(pipe, component)), precision, check=False
+        )
+        if precision == "fp16":  # a stand-in for a backend that corrupts silently
+            with torch.no_grad():
+                for p in module.parameters():
+                    p.mul_(3)
+        return module
+
+    result = screen(
+        pipe,
+        {"text_encoder_2": ("fp32", "bf16", "fp16"), "vae": ("bf16",)},
+        [()],
+        prompt=FAMILY_PROMPTS[0],
+        guidance_scale=5.0,
+        build=broken,
+    )
+    assert result.kept == {"text_encoder_2": ("fp32", "bf16"), "vae": ("bf16",)}
+    (out,) = result.dropped
+    assert (out.component, out.precision) == ("text_encoder_2", "fp16")
+    assert "exceeds its bound 0.01" in out.reason
+    assert out.rel_error is not None and out.rel_error > 0.01
+
+
+@pytest.mark.slow
+def test_short_tune_has_no_failed_trial_and_every_tier_generates(
+    family: str, family_folder: Path, scorer_folder: Path, tmp_path: Path
+) -> None:
+    from autoq.runtime import AdaptivePipeline
+    from autoq.tune import TuneConfig, tune
+
+    config = TuneConfig.create(
+        model=str(family_folder),
+        scorer=str(scorer_folder),
+        trials=4,
+        steps=(1, 2),
+        prompts=FAMILY_PROMPTS[:2],
+        n_prompts=2,
+        profiles_dir=tmp_path / "profiles",
+        device="cpu",
+        seed=0,
+    )
+    result = tune(config)
+    states = [t.state for t in result.profile.trials]
+    assert "fail" not in states, [t.reason for t in result.profile.trials if t.reason]
+    assert result.profile.tiers
+    runtime = AdaptivePipeline.from_profile(result.path, allow_mismatch=False)
+    for tier in result.profile.tiers:
+        output = runtime(FAMILY_PROMPTS[0], tier=tier.name, output_type="np")
+        assert np.isfinite(np.asarray(output.images)).all(), tier.name
+
+
+def test_family_names_are_stable() -> None:
+    assert FAMILIES == ("sdxl", "sd3", "flux", "pixart_sigma", "sana")
