@@ -1,20 +1,26 @@
 """The adaptive runtime: serve a profile's tiers, switching as conditions change."""
 
-from autoq.runtime._metrics import RuntimeMetrics
-from autoq.runtime._pipeline import AdaptivePipeline, is_out_of_memory
-from autoq.runtime._policy import Decision, DefaultPolicy, Policy, TierView
+from autoq.runtime._cost import TierView, predict_latency, tier_views
+from autoq.runtime._metrics import LatencyReservoir, RuntimeMetrics
+from autoq.runtime._pipeline import AdaptivePipeline, check_model_hash, is_out_of_memory
+from autoq.runtime._policy import Decision, DefaultPolicy, Policy, RequestShape
 from autoq.runtime._signals import ResourceMonitor, ScriptedMonitor, Signals, SystemMonitor
 
 __all__ = [
     "AdaptivePipeline",
     "Decision",
     "DefaultPolicy",
+    "LatencyReservoir",
     "Policy",
+    "RequestShape",
     "ResourceMonitor",
     "RuntimeMetrics",
     "ScriptedMonitor",
     "Signals",
     "SystemMonitor",
     "TierView",
+    "check_model_hash",
     "is_out_of_memory",
+    "predict_latency",
+    "tier_views",
 ]
