@@ -189,7 +189,8 @@ class AdaptivePipeline:
         """Generate once (two steps, not counted in metrics) on each of ``tiers``
         (default: the serving tier), so their first real request pays no start-up cost."""
         names = list(tiers) if tiers is not None else [self.tier.name]
-        for name in names:
+        # The serving tier last: its generation is what makes the runtime ready.
+        for name in sorted(names, key=lambda n: n == self.tier.name):
             index = self._tier_index(name)
             with self._slot():
                 with self._lock:
