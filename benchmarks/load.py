@@ -2,7 +2,7 @@
 span latency.
 
     OMP_NUM_THREADS=1 python benchmarks/load.py profile   # build the span profile (below)
-    OMP_NUM_THREADS=1 python benchmarks/load.py load [--seconds 60] [--slo 2.0]
+    OMP_NUM_THREADS=1 python benchmarks/load.py load [--seconds 60] [--slo SECONDS]
     OMP_NUM_THREADS=1 python benchmarks/load.py squeeze [--seconds 40]
 
 ``profile`` builds a hand-made profile of the shapes model with measured latencies and
@@ -266,6 +266,12 @@ def solo(url: str, body: dict, n: int = 4) -> float:
 
 
 def run_load(args: argparse.Namespace) -> dict:
+    if args.slo is None:  # twice what the best tier measured alone: one generation of wait
+        from autoq.profile import load_profile
+
+        profile = load_profile(args.profile)
+        best_tier = max(profile.tiers, key=lambda t: t.metrics.clip_score)
+        args.slo = round(2 * best_tier.metrics.latency_s, 2)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = start(args.profile, port, args.slo, args.max_queue)
@@ -398,7 +404,7 @@ def main() -> None:
     load = sub.add_parser("load")
     load.add_argument("--profile", default=str(SPAN))
     load.add_argument("--seconds", type=float, default=60)
-    load.add_argument("--slo", type=float, default=2.0)
+    load.add_argument("--slo", type=float, default=None, help="default: 2x the best tier")
     load.add_argument("--max-queue", type=int, default=8)
     squeeze = sub.add_parser("squeeze")
     squeeze.add_argument("--profile", default=str(SPAN))

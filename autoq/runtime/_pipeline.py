@@ -195,10 +195,10 @@ class AdaptivePipeline:
             with self._slot():
                 with self._lock:
                     pipe = self._build(index)
-                self._generate(
-                    index, pipe, _WARM_PROMPT, {"num_inference_steps": 2}, RequestShape(2),
-                    record=False,
-                )  # fmt: skip
+                call: dict[str, Any] = {"num_inference_steps": 2}
+                if self.profile.height is not None and self.profile.width is not None:
+                    call.update(height=self.profile.height, width=self.profile.width)
+                self._generate(index, pipe, _WARM_PROMPT, call, RequestShape(2), record=False)
 
     def predict(
         self,
@@ -244,11 +244,14 @@ class AdaptivePipeline:
         Args:
             prompt: The prompt(s).
             tier: Serve this request on a named tier instead of the policy's choice.
-            **kwargs: Passed to the diffusers pipeline; ``num_inference_steps`` defaults to
-                the tier's step count.
+            **kwargs: Passed to the diffusers pipeline. ``num_inference_steps``, if given,
+                is honoured exactly; otherwise the policy chooses (the tier's own steps, or
+                fewer under load, never below its ``min_steps``). ``height``/``width``
+                default to the size the profile measured.
 
         Raises:
-            OutOfMemoryError: Every tier from the chosen one down ran out of memory.
+            OutOfMemoryError: The chosen tier and every tier with a smaller measured peak
+                ran out of memory.
         """
         wanted = self._tier_index(tier) if tier is not None else None
         if self.profile.height is not None and self.profile.width is not None:
