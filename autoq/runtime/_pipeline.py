@@ -4,6 +4,7 @@ instead of failing on OOM."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import threading
@@ -31,6 +32,8 @@ log = get_logger("autoq.runtime")
 
 _EWMA = 0.2  # weight of the newest latency observation
 _WARM_PROMPT = "warm-up"
+_ARRIVAL_WINDOW = 64  # arrivals the rate estimate spans at most
+_ARRIVAL_HORIZON_S = 30.0  # ... and for at most this long
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -97,6 +100,8 @@ class AdaptivePipeline:
         self._latency_ratio = 1.0
         self._pinned: int | None = None
         self._queue_source: Callable[[], int] | None = None
+        self._arrivals: collections.deque[float] = collections.deque(maxlen=_ARRIVAL_WINDOW)
+        self._front_end_arrivals = False
         self._cooling: dict[int, float] = {}
         self._index = 0
         self._pipe: DiffusionPipeline | None = None
@@ -260,6 +265,8 @@ class AdaptivePipeline:
         shape = self._shape(
             kwargs.get("num_inference_steps"), kwargs.get("height"), kwargs.get("width")
         )
+        if not self._front_end_arrivals:
+            self.note_arrival()
         with self._slot():
             with self._lock:
                 index, pipe, steps = self._select(wanted, shape)
@@ -290,12 +297,35 @@ class AdaptivePipeline:
         with self._lock:
             queued = self._waiting + (self._queue_source() if self._queue_source else 0)
             return sample.with_load(
-                self._in_flight, queued, self._latency_ratio, self._max_concurrency
+                self._in_flight,
+                queued,
+                self._latency_ratio,
+                self._max_concurrency,
+                self._arrival_rate(),
             )
 
     def set_queue_source(self, source: Callable[[], int] | None) -> None:
-        """Count requests a server holds before they reach this pipeline as queued."""
+        """Count requests a server holds before they reach this pipeline as queued. A
+        front end with a queue reports every request offered to it with `note_arrival`
+        (calls then stop counting as arrivals themselves)."""
         self._queue_source = source
+        self._front_end_arrivals = source is not None
+
+    def note_arrival(self) -> None:
+        """Count one request offered now (admitted or not) toward the arrival rate."""
+        with self._lock:
+            self._arrivals.append(time.monotonic())
+
+    def _arrival_rate(self) -> float:
+        """Requests per second over the recent arrivals (0 with fewer than 3)."""
+        now = time.monotonic()
+        with self._lock:
+            while self._arrivals and now - self._arrivals[0] > _ARRIVAL_HORIZON_S:
+                self._arrivals.popleft()
+            if len(self._arrivals) < 3:
+                return 0.0
+            span = max(now - self._arrivals[0], 1e-3)
+            return len(self._arrivals) / span
 
     # -- internals ---------------------------------------------------------------------
 

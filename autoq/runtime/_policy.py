@@ -3,8 +3,11 @@ latency SLO, chosen by each tier's measured cost, never by its position in the l
 
 Under memory pressure: the best tier that fits, else the smallest. Under latency pressure:
 the best tier that meets the SLO, served at the most steps that meet it (never below its
-``min_steps``), else the fastest at its fewest steps. Because each tier's step dial is
-tried before the next-best tier, load first costs steps, then a component switch.
+``min_steps``), else the fastest at its fewest steps. Meeting the SLO includes keeping up
+with the requests arriving (cost x arrival rate within ``max_utilization`` of the
+generation slots); otherwise the queue, and every later request's wait, would grow.
+Because each tier's step dial is tried before the next-best tier, load first costs steps,
+then a component switch.
 
 Leaving a tier that no longer fits or meets the SLO happens at once; moving to a better
 tier only after ``dwell_s`` of continuously good signals (asymmetric hysteresis, as INFaaS
@@ -76,7 +79,8 @@ class DefaultPolicy:
     available memory, counting the current tier's weights as available (a switch frees
     them) and, for the current tier, only its activations. With an SLO, a tier meets it at
     ``steps`` when `predict_latency` of its cost at those steps and the request's pixels
-    (x the observed/profiled ratio), behind the requests ahead, is within ``slo_s``.
+    (x the observed/profiled ratio), behind the requests ahead, is within ``slo_s`` and
+    that cost x the arrival rate stays within ``max_utilization`` of the slots.
     Tiers are ranked by measured CLIP score (ties: the faster first).
 
     Args:
@@ -84,12 +88,15 @@ class DefaultPolicy:
         dwell_s: Seconds of continuously good signals before moving to a better tier.
         reserve_bytes: Memory kept free beyond a tier's peak, at least.
         reserve_fraction: ... or this share of the tier's peak, if larger.
+        max_utilization: With an SLO, the share of the generation slots the arriving
+            requests may keep busy (cost x arrival rate / slots).
     """
 
     slo_s: float | None = None
     dwell_s: float = 10.0
     reserve_bytes: int = 16 * 2**20
     reserve_fraction: float = 0.10
+    max_utilization: float = 0.9
     _good_since: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +109,8 @@ class DefaultPolicy:
                 "reserve_bytes must be >= 0 and reserve_fraction in [0, 1), but got "
                 f"{self.reserve_bytes} and {self.reserve_fraction}."
             )
+        if not 0 < self.max_utilization <= 1:
+            raise ConfigError(f"max_utilization must be in (0, 1], but got {self.max_utilization}.")
 
     def fits_memory(
         self, tiers: Sequence[TierView], i: int, current: int, s: Signals, pixels: int | None
@@ -134,9 +143,11 @@ class DefaultPolicy:
             [request.steps] if request.steps is not None else (tier.dial or [None])
         )
         for steps in options:
-            if self.slo_s is None or (
-                self.predicted_latency(tier, s, steps, request.pixels) <= self.slo_s
-            ):
+            if self.slo_s is None:
+                return True, steps
+            cost = tier.cost(steps, request.pixels) * s.latency_ratio
+            keeps_up = cost * s.arrival_rps <= self.max_utilization * s.slots
+            if keeps_up and self.predicted_latency(tier, s, steps, request.pixels) <= self.slo_s:
                 return True, steps
         return False, None
 

@@ -24,6 +24,7 @@ class Signals:
         queue_depth: Requests waiting for a generation slot.
         latency_ratio: EWMA of observed / profiled latency (1.0: as tuned).
         slots: Generations that run at once (requests ahead drain this many at a time).
+        arrival_rps: Requests offered per second lately (0: unknown or idle).
         timestamp: ``time.monotonic()`` of the sample.
     """
 
@@ -35,9 +36,15 @@ class Signals:
     latency_ratio: float = 1.0
     timestamp: float = 0.0
     slots: int = 1
+    arrival_rps: float = 0.0
 
     def with_load(
-        self, in_flight: int, queue_depth: int, latency_ratio: float, slots: int = 1
+        self,
+        in_flight: int,
+        queue_depth: int,
+        latency_ratio: float,
+        slots: int = 1,
+        arrival_rps: float = 0.0,
     ) -> Signals:
         """The same sample with the runtime's own load figures filled in."""
         return replace(
@@ -46,6 +53,7 @@ class Signals:
             queue_depth=queue_depth,
             latency_ratio=latency_ratio,
             slots=slots,
+            arrival_rps=arrival_rps,
         )
 
 

@@ -293,6 +293,7 @@ def create_app(
 
     @app.post("/generate", response_model=GenerateResponse)
     async def generate(body: GenerateRequest, request: Request) -> Any:
+        pipe.note_arrival()  # offered load, admitted or not: what the tiers must keep up with
         if body.tier is not None and body.tier not in names:
             return JSONResponse({"detail": f"Unknown tier {body.tier!r}; valid: {names}."}, 422)
         for side in (body.width, body.height):

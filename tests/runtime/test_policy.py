@@ -171,3 +171,15 @@ def test_policy_rejects_nonsense_settings() -> None:
         DefaultPolicy(slo_s=0)
     with pytest.raises(ConfigError, match="reserve"):
         DefaultPolicy(reserve_fraction=1.5)
+
+
+def test_under_sustained_arrivals_the_tier_must_keep_up_not_only_meet_the_slo() -> None:
+    policy = DefaultPolicy(slo_s=100.0, dwell_s=0)
+
+    def served(arrival_rps: float) -> tuple[str, int | None]:
+        d = policy.decide(DIALED, 0, mem(10_000, arrival_rps=arrival_rps), 0.0)
+        return DIALED[d.tier].name, d.steps
+
+    assert served(0.5) == ("quality", 20)  # 0.5/s x 1.0 s: half busy
+    assert served(2.0) == ("quality", 9)  # 2/s x 0.45 s = 0.9 of the slot
+    assert served(3.0) == ("minimal", 10)  # 3/s x 0.2 s; quality at 8 steps: 1.2
