@@ -9,7 +9,8 @@ step-down and the service's admission all use `TierView.cost` and `predict_laten
 
 from __future__ import annotations
 
-import itertools
+import bisect
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -65,12 +66,20 @@ class TierView:
         measured points, else proportional to steps from the nearest measured point."""
         if steps is None or self.steps is None:
             return self.latency_s
-        points = sorted({**dict(self.curve), self.steps: self.latency_s}.items())
-        for (s0, t0), (s1, t1) in itertools.pairwise(points):
-            if s0 <= steps <= s1:
-                return t0 + (t1 - t0) * (steps - s0) / (s1 - s0)
-        nearest_steps, nearest_s = points[0] if steps < points[0][0] else points[-1]
+        points = self._points
+        i = bisect.bisect_left(points, (steps,))
+        if i < len(points) and points[i][0] == steps:
+            return points[i][1]
+        if 0 < i < len(points):
+            (s0, t0), (s1, t1) = points[i - 1], points[i]
+            return t0 + (t1 - t0) * (steps - s0) / (s1 - s0)
+        nearest_steps, nearest_s = points[0] if i == 0 else points[-1]
         return nearest_s * steps / nearest_steps
+
+    @functools.cached_property
+    def _points(self) -> list[tuple[int, float]]:
+        """The curve plus the tier's own point, ascending by steps."""
+        return sorted({**dict(self.curve), self.steps or 0: self.latency_s}.items())
 
     def cost(self, steps: int | None = None, pixels: int | None = None) -> float:
         """Seconds of one generation at ``steps`` (default: the tier's) and ``pixels``."""
@@ -81,7 +90,7 @@ class TierView:
         activations = self.peak_memory_bytes - self.weight_bytes
         return self.weight_bytes + int(activations * max(self.size_factor(pixels), 1.0))
 
-    @property
+    @functools.cached_property
     def dial(self) -> range:
         """Step counts this tier may be served at, most first: from its own steps down to
         ``min_steps`` when the profile measured a curve and a floor, else its steps only."""

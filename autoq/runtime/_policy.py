@@ -139,17 +139,31 @@ class DefaultPolicy:
     ) -> tuple[bool, int | None]:
         """Whether ``tier`` meets the SLO, and at the most steps on its dial (or the
         request's own) that do; steps ``None`` means the tier's own."""
-        options: Sequence[int | None] = (
-            [request.steps] if request.steps is not None else (tier.dial or [None])
-        )
-        for steps in options:
-            if self.slo_s is None:
-                return True, steps
-            cost = tier.cost(steps, request.pixels) * s.latency_ratio
-            keeps_up = cost * s.arrival_rps <= self.max_utilization * s.slots
-            if keeps_up and self.predicted_latency(tier, s, steps, request.pixels) <= self.slo_s:
-                return True, steps
-        return False, None
+        if request.steps is not None:
+            return self._meets(tier, s, request.steps, request.pixels), request.steps
+        dial = tier.dial
+        if not dial:
+            return self._meets(tier, s, None, request.pixels), None
+        # Cost grows with steps: binary search for the most steps that meet the SLO.
+        if not self._meets(tier, s, dial[-1], request.pixels):
+            return False, None
+        lo, hi = 0, len(dial) - 1  # dial[hi] meets; find the first index that meets
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._meets(tier, s, dial[mid], request.pixels):
+                hi = mid
+            else:
+                lo = mid + 1
+        return True, dial[lo]
+
+    def _meets(self, tier: TierView, s: Signals, steps: int | None, pixels: int | None) -> bool:
+        if self.slo_s is None:
+            return True
+        cost = tier.cost(steps, pixels) * s.latency_ratio
+        if cost * s.arrival_rps > self.max_utilization * s.slots:
+            return False  # the queue would grow without bound
+        ahead = s.queue_depth + max(s.in_flight - 1, 0)
+        return predict_latency(cost, ahead, s.slots) <= self.slo_s
 
     def _fewest(self, tier: TierView, request: RequestShape) -> int | None:
         if request.steps is not None:

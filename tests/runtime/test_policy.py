@@ -3,6 +3,7 @@ steps before components, no flapping."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 
@@ -160,7 +161,7 @@ def test_cost_interpolates_the_curve_and_scales_with_pixels() -> None:
 
 def test_a_large_request_moves_to_a_tier_whose_cost_fits_its_size() -> None:
     policy = DefaultPolicy(slo_s=2.0, dwell_s=0)
-    tiers = [t.__class__(**{**t.__dict__, "pixels": 64 * 64}) for t in DIALED]
+    tiers = [dataclasses.replace(t, pixels=64 * 64) for t in DIALED]
     d = policy.decide(tiers, 0, mem(10_000), 0.0, request=RequestShape(pixels=128 * 128))
     # 4x the pixels: quality costs 1.6 s at 8 steps, ... 2.0 s at 10 steps.
     assert (tiers[d.tier].name, d.steps) == ("quality", 10)
