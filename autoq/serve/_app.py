@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.datastructures import Headers
 
 from autoq._logging import get_logger
 from autoq._version import __version__
@@ -42,7 +43,6 @@ __all__ = ["create_app", "validate_api_key"]
 log = get_logger("autoq.serve")
 
 _OPEN_PATHS = {"/healthz", "/readyz"}
-_DISCONNECT_POLL_S = 0.2
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -75,13 +75,48 @@ def validate_api_key(key: str) -> str:
     return key
 
 
-def _presented_key(request: Request) -> str | None:
+def _presented_key(headers: Headers) -> str | None:
     """``X-API-Key: <key>`` or ``Authorization: Bearer <key>`` (scheme in any case).
     A bare key in ``Authorization`` is not a credential."""
-    if "x-api-key" in request.headers:
-        return request.headers["x-api-key"]
-    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    if "x-api-key" in headers:
+        return headers["x-api-key"]
+    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+class _Guard:
+    """Declared, bounded bodies and the API key, checked before anything is read.
+
+    A plain ASGI middleware (not Starlette's ``BaseHTTPMiddleware``, whose receive wrapper
+    hides a client's disconnect from `Request.is_disconnected`)."""
+
+    def __init__(self, app: Any, max_body_bytes: int, api_key: str | None) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        refusal = None
+        if scope["method"] == "POST" and length is None:
+            # A chunked body would dodge the size limit: ask for a declared length.
+            refusal = JSONResponse({"detail": "Send a Content-Length header."}, 411)
+        elif length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            refusal = JSONResponse(
+                {"detail": f"Body larger than {self.max_body_bytes} bytes."}, 413
+            )
+        elif self.api_key is not None and scope["path"] not in _OPEN_PATHS:
+            given = _presented_key(headers)
+            if given is None or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+                refusal = JSONResponse({"detail": "Missing or wrong API key."}, 401)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class _BodyDeadline:
@@ -222,21 +257,9 @@ def create_app(
     )
     app.state.pipe = pipe
     app.state.metrics = metrics
+    # The last added runs first: the guard, then the body deadline, then the routes.
     app.add_middleware(_BodyDeadline, timeout_s=body_timeout_s, max_bytes=max_body_bytes)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length is None:
-            # A chunked body would dodge the size limit: ask for a declared length.
-            return JSONResponse({"detail": "Send a Content-Length header."}, 411)
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return JSONResponse({"detail": f"Body larger than {max_body_bytes} bytes."}, 413)
-        if api_key is not None and request.url.path not in _OPEN_PATHS:
-            given = _presented_key(request)
-            if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
-                return JSONResponse({"detail": "Missing or wrong API key."}, 401)
-        return await call_next(request)
+    app.add_middleware(_Guard, max_body_bytes=max_body_bytes, api_key=api_key)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -253,7 +276,7 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "Not ready: still warming up."}})
     async def readyz() -> JSONResponse:
         # Ready once a generation has finished on the serving tier (extensions built,
         # kernels warm): a load balancer sends nothing that would wait on start-up work.
@@ -332,15 +355,18 @@ def create_app(
             pending["n"] += 1
         start = time.perf_counter()
         job = executor().submit(_run, pipe, body)
+        # The body is read: the next ASGI message is the client's disconnect (or, once
+        # the response is sent, the end of the exchange). Watch for it while queued.
+        watcher = asyncio.ensure_future(request.receive())
         try:
             waiting = asyncio.wrap_future(job)
-            while not waiting.done():
-                await asyncio.wait({waiting}, timeout=_DISCONNECT_POLL_S)
-                gone = not waiting.done() and await request.is_disconnected()
-                if gone and job.cancel():  # still queued: it never starts
-                    metrics.abandoned.inc()
-                    log.info("request_abandoned", prompt_chars=len(body.prompt))
-                    return JSONResponse({"detail": "Client disconnected."}, 499)
+            await asyncio.wait({waiting, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            gone = watcher.done() and watcher.result().get("type") == "http.disconnect"
+            if gone and job.cancel():  # still queued: it never starts
+                metrics.abandoned.inc()
+                log.info("request_abandoned", prompt_chars=len(body.prompt))
+                return JSONResponse({"detail": "Client disconnected."}, 499)
+            await asyncio.wait({waiting})
             if job.cancelled():  # the pool shut down before it started
                 return JSONResponse({"detail": "Server shutting down."}, 503)
             out = waiting.result()
@@ -348,6 +374,7 @@ def create_app(
             metrics.requests.labels("none", "503").inc()
             return JSONResponse({"detail": str(exc)}, 503, headers={"Retry-After": "5"})
         finally:
+            watcher.cancel()
             with lock:
                 pending["n"] -= 1
         seconds = time.perf_counter() - start

@@ -275,6 +275,9 @@ class InstantPipeline(AdaptivePipeline):
         self.calls.append(prompt)
         return _FakeOut(tier or self.tier.name, kwargs.get("num_inference_steps", 2))
 
+    def warm(self, tiers=None) -> None:
+        self._ready.set()
+
 
 def instant_pipeline(size: tuple[int, int] = (256, 256)) -> InstantPipeline:
     monitor = ScriptedMonitor([Signals(available_memory_bytes=10_000 * MiB)])
@@ -317,3 +320,46 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", instant_app())
 def test_openapi_spec_fuzzing_finds_no_server_error(case) -> None:
     response = case.call()
     assert response.status_code < 500, (case.body, response.text)
+
+
+def test_allow_mismatch_serves_a_profile_from_another_device(tmp_path) -> None:
+    from autoq.errors import ProfileMismatchError
+    from autoq.profile import write_profile
+
+    profile = make_profile()
+    identity = profile.fingerprint.identity.model_copy(update={"total_memory_bytes": 7 * 2**30})
+    other = profile.model_copy(
+        update={"fingerprint": profile.fingerprint.model_copy(update={"identity": identity})}
+    )
+    path = write_profile(other, tmp_path / "other.json")
+    with pytest.raises(ProfileMismatchError, match="total_memory_bytes"):
+        create_app(path, device="cpu")
+    app = create_app(path, device="cpu", allow_mismatch=True)
+    assert TestClient(app).get("/tiers").status_code == 200
+
+
+def test_a_body_that_never_arrives_gets_408() -> None:
+    app = create_app(instant_pipeline(), body_timeout_s=0.2)
+    statuses: list[int] = []
+
+    async def scenario() -> None:
+        never = asyncio.Event()
+
+        async def receive() -> dict:
+            await never.wait()  # the client declared a body and never sends it
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": "/generate", "raw_path": b"/generate",
+            "query_string": b"", "root_path": "", "server": ("t", 80), "client": ("c", 1),
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"20")],
+        }  # fmt: skip
+        await asyncio.wait_for(app(scope, receive, send), 30)
+
+    asyncio.run(scenario())
+    assert statuses == [408]
