@@ -344,6 +344,9 @@ def export(
 @app.command()
 def serve(
     profile: str = typer.Option(..., help="Profile file, or a directory to pick from."),
+    model: str | None = typer.Option(
+        None, help="With a directory of several models' profiles: the model (source or hash)."
+    ),
     host: str = typer.Option("127.0.0.1", help="Bind address (non-loopback needs a key)."),
     port: int = typer.Option(8000, help="TCP port."),
     max_queue: int = typer.Option(8, help="Requests waiting beyond those generating."),
@@ -353,15 +356,25 @@ def serve(
         None, help="Environment variable holding the API key clients must send."
     ),
     device: str | None = typer.Option(None, help="cpu or cuda[:N] (default: cuda if present)."),
+    allow_mismatch: bool = typer.Option(
+        False, "--allow-mismatch", help="Serve a profile tuned on another device (warned)."
+    ),
+    warm_all: bool = typer.Option(
+        False, "--warm-all", help="Generate once on every tier before /readyz says ready."
+    ),
+    max_connections: int = typer.Option(64, help="Open connections beyond this get 503."),
+    header_timeout: float = typer.Option(10.0, help="Seconds to receive a request's headers."),
+    body_timeout: float = typer.Option(10.0, help="Seconds to receive a request's body."),
+    drain_timeout: int = typer.Option(
+        30, help="On SIGTERM/SIGINT, seconds to let in-flight requests finish."
+    ),
 ) -> None:
     """Serve the adaptive runtime over HTTP (POST /generate, /tiers, /metrics, /docs)."""
     import ipaddress
     import os
 
-    import uvicorn
-
     from autoq.errors import ConfigError
-    from autoq.serve import create_app
+    from autoq.serve import create_app, run_server
 
     api_key = None
     if api_key_env is not None:
@@ -377,10 +390,32 @@ def serve(
             f"Refusing to listen on {host} without an API key; "
             "set one with --api-key-env VAR, or bind 127.0.0.1."
         )
+    if allow_mismatch:
+        typer.echo(
+            "WARNING: --allow-mismatch: the profile may have been tuned on another device; "
+            "its latencies and memory figures may not hold here.",
+            err=True,
+        )
     application = create_app(
-        profile, max_queue=max_queue, slo_s=slo, workers=workers, api_key=api_key, device=device
+        profile,
+        max_queue=max_queue,
+        slo_s=slo,
+        workers=workers,
+        api_key=api_key,
+        device=device,
+        model=model,
+        allow_mismatch=allow_mismatch,
+        warm_all=warm_all,
+        body_timeout_s=body_timeout,
     )
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    run_server(
+        application,
+        host=host,
+        port=port,
+        header_timeout_s=header_timeout,
+        max_connections=max_connections,
+        drain_s=drain_timeout,
+    )
 
 
 def _one_line(text: str) -> str:

@@ -20,8 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoq.runtime import AdaptivePipeline, DefaultPolicy, ScriptedMonitor, Signals
-from autoq.runtime._pipeline import tier_views
+from autoq.runtime import AdaptivePipeline, DefaultPolicy, ScriptedMonitor, Signals, tier_views
 from tests.runtime.conftest import MiB, make_profile
 
 

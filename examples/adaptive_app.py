@@ -47,8 +47,8 @@ def main() -> None:
     while not done.is_set() or request < 30:
         out = pipe("a red circle on a blue background")
         held = sum(a.nbytes for a in hog) // MiB
-        print(f"request {request:3d}  tier={out.tier:10s}  held={held:5d} MiB  "
-              f"{out.timings['generation_s']:.2f}s")  # fmt: skip
+        print(f"request {request:3d}  tier={out.tier:10s}  steps={out.steps:3d}  "
+              f"held={held:5d} MiB  {out.timings['generation_s']:.2f}s")  # fmt: skip
         request += 1
     print("metrics:", pipe.metrics.snapshot()["requests"], "switches:", pipe.metrics.switches)
 

@@ -1,15 +1,18 @@
 """The adaptive runtime: serve a profile's tiers, switching as conditions change."""
 
-from autoq.runtime._metrics import RuntimeMetrics
+from autoq.runtime._cost import TierView, predict_latency, tier_views
+from autoq.runtime._metrics import LatencyReservoir, RuntimeMetrics
 from autoq.runtime._pipeline import AdaptivePipeline, is_out_of_memory
-from autoq.runtime._policy import Decision, DefaultPolicy, Policy, TierView
+from autoq.runtime._policy import Decision, DefaultPolicy, Policy, RequestShape
 from autoq.runtime._signals import ResourceMonitor, ScriptedMonitor, Signals, SystemMonitor
 
 __all__ = [
     "AdaptivePipeline",
     "Decision",
     "DefaultPolicy",
+    "LatencyReservoir",
     "Policy",
+    "RequestShape",
     "ResourceMonitor",
     "RuntimeMetrics",
     "ScriptedMonitor",
@@ -17,4 +20,6 @@ __all__ = [
     "SystemMonitor",
     "TierView",
     "is_out_of_memory",
+    "predict_latency",
+    "tier_views",
 ]

@@ -1,31 +1,79 @@
-"""Counters the runtime keeps for its operators (and that `autoq serve` exports)."""
+"""Counters the runtime keeps for its operators (and that `autoq serve` exports).
+
+Latency statistics are bounded: a fixed-size uniform reservoir per tier (Vitter's
+Algorithm R) plus exact count, sum and maximum, so a long-running service holds the same
+few kilobytes after a million requests as after a thousand.
+"""
 
 from __future__ import annotations
 
+import random
+import statistics
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RuntimeMetrics"]
+__all__ = ["LatencyReservoir", "RuntimeMetrics"]
+
+
+@dataclass
+class LatencyReservoir:
+    """A uniform sample of at most ``capacity`` latencies, plus exact count, sum and max."""
+
+    capacity: int = 1024
+    count: int = 0
+    total_s: float = 0.0
+    max_s: float = 0.0
+    samples: list[float] = field(default_factory=list)
+    _rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total_s += seconds
+        self.max_s = max(self.max_s, seconds)
+        if len(self.samples) < self.capacity:
+            self.samples.append(seconds)
+        else:
+            slot = self._rng.randrange(self.count)
+            if slot < self.capacity:
+                self.samples[slot] = seconds
+
+    def summary(self) -> dict[str, float | int]:
+        """Count, mean, max and reservoir estimates of p50 / p95."""
+        if not self.samples:
+            return {"count": 0}
+        ordered = sorted(self.samples)
+        return {
+            "count": self.count,
+            "mean": self.total_s / self.count,
+            "p50": statistics.median(ordered),
+            "p95": ordered[int(0.95 * (len(ordered) - 1))],
+            "max": self.max_s,
+        }
 
 
 @dataclass
 class RuntimeMetrics:
-    """Requests, latency and memory per tier, tier switches and OOM retries. Thread-safe."""
+    """Requests per tier and per (tier, steps), bounded latency statistics per tier, tier
+    switches and OOM retries. Thread-safe."""
 
     requests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    latency_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    served: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
+    latency: dict[str, LatencyReservoir] = field(
+        default_factory=lambda: defaultdict(LatencyReservoir)
+    )
     switches: int = 0
     oom_retries: int = 0
     current_tier: str | None = None
     available_memory_bytes: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record_request(self, tier: str, seconds: float) -> None:
+    def record_request(self, tier: str, seconds: float, steps: int = 0) -> None:
         with self._lock:
             self.requests[tier] += 1
-            self.latency_s[tier].append(seconds)
+            self.served[(tier, steps)] += 1
+            self.latency[tier].add(seconds)
 
     def record_switch(self, to_tier: str) -> None:
         with self._lock:
@@ -41,11 +89,16 @@ class RuntimeMetrics:
             self.available_memory_bytes = available
 
     def snapshot(self) -> dict[str, Any]:
-        """A plain-dict copy, safe to serialise."""
+        """A plain-dict copy, safe to serialise. ``served`` maps tier -> steps -> count;
+        ``latency_s`` maps tier -> count, mean, p50, p95, max."""
         with self._lock:
+            served: dict[str, dict[int, int]] = {}
+            for (tier, steps), n in self.served.items():
+                served.setdefault(tier, {})[steps] = n
             return {
                 "requests": dict(self.requests),
-                "latency_s": {k: list(v) for k, v in self.latency_s.items()},
+                "served": served,
+                "latency_s": {k: v.summary() for k, v in self.latency.items()},
                 "switches": self.switches,
                 "oom_retries": self.oom_retries,
                 "current_tier": self.current_tier,

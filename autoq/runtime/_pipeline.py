@@ -1,12 +1,15 @@
 """`AdaptivePipeline`: a diffusers-like pipeline that serves a profile's tiers, switching
-as memory, load and latency change, and stepping down instead of failing on OOM."""
+as memory, load and latency change, turning the steps dial under load, and stepping down
+instead of failing on OOM."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import copy
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +17,9 @@ from autoq._logging import get_logger
 from autoq.device import release_memory
 from autoq.errors import ConfigError, OutOfMemoryError
 from autoq.profile import Profile, Tier, load_profile
+from autoq.runtime._cost import predict_latency, tier_views
 from autoq.runtime._metrics import RuntimeMetrics
-from autoq.runtime._policy import DefaultPolicy, Policy, TierView
+from autoq.runtime._policy import DefaultPolicy, Policy, RequestShape
 from autoq.runtime._signals import ResourceMonitor, Signals, SystemMonitor
 
 if TYPE_CHECKING:
@@ -27,6 +31,9 @@ __all__ = ["AdaptivePipeline", "is_out_of_memory"]
 log = get_logger("autoq.runtime")
 
 _EWMA = 0.2  # weight of the newest latency observation
+_WARM_PROMPT = "warm-up"
+_ARRIVAL_WINDOW = 64  # arrivals the rate estimate spans at most
+_ARRIVAL_HORIZON_S = 30.0  # ... and for at most this long
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -45,10 +52,13 @@ class AdaptivePipeline:
     """Serve a tuned profile like a diffusers pipeline.
 
     ``pipe(prompt, **kwargs)`` returns the usual pipeline output (``.images``) plus
-    ``.tier`` (the tier that served it) and ``.timings``. A request runs entirely on one
-    tier; tier switches happen between requests, per component (a component whose
-    precision two tiers share is reused), make-before-break when memory allows.
-    Build it with `from_profile`.
+    ``.tier`` and ``.steps`` (the tier and step count that served it) and ``.timings``.
+    A request runs entirely on one tier; tier switches happen between requests, per
+    component (a component whose precision two tiers share is reused), make-before-break
+    when memory allows. An explicit ``num_inference_steps`` is always honoured; otherwise
+    the policy may serve a tier at fewer steps (never below its ``min_steps``). Without
+    ``height``/``width`` a request runs at the size the profile measured. Build it with
+    `from_profile`.
     """
 
     def __init__(
@@ -77,7 +87,12 @@ class AdaptivePipeline:
         self._cache = ComponentCache(
             base, max_bytes=2 * base_bytes, model_hash=profile.model.content_hash
         )
-        self._views = tier_views(profile.tiers)
+        self.default_size = _default_size(base, profile)
+        self._pixels = self.default_size[0] * self.default_size[1]
+        self._views = tier_views(profile.tiers, self._pixels)
+        self._max_concurrency = max_concurrency
+        self._warmed: set[int] = set()
+        self._ready = threading.Event()
         self._lock = threading.RLock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._waiting = 0
@@ -85,6 +100,8 @@ class AdaptivePipeline:
         self._latency_ratio = 1.0
         self._pinned: int | None = None
         self._queue_source: Callable[[], int] | None = None
+        self._arrivals: collections.deque[float] = collections.deque(maxlen=_ARRIVAL_WINDOW)
+        self._front_end_arrivals = False
         self._cooling: dict[int, float] = {}
         self._index = 0
         self._pipe: DiffusionPipeline | None = None
@@ -95,6 +112,7 @@ class AdaptivePipeline:
         cls,
         profile: Profile | str | Path,
         *,
+        model: str | None = None,
         monitor: ResourceMonitor | None = None,
         policy: Policy | None = None,
         device: torch.device | str | None = None,
@@ -105,26 +123,32 @@ class AdaptivePipeline:
 
         Args:
             profile: A `Profile`, a profile file, or a directory to pick this device's from.
+            model: With a directory holding several models' profiles, the model to serve
+                (its source as tuned, e.g. ``zoo:shapes`` or ``shapes``, or content hash).
             monitor: Signal source (default: `SystemMonitor` on ``device``).
             policy: Tier policy (default: `DefaultPolicy`).
             device: Where to generate (default: CUDA if available, else CPU).
-            allow_mismatch: Accept a profile tuned on another device.
+            allow_mismatch: Accept a profile tuned on another device (logged as a warning).
             **options: ``cooldown_s`` after an OOM, ``max_concurrency`` generations.
 
         Raises:
             ProfileMismatchError: The profile was tuned on another device.
+            ModelMismatchError: The profile's model folder now holds other weights
+                (content hash or pipeline class differs; never allowed).
             ModelNotFoundError: The profile's model cannot be loaded here.
+            ConfigError: No profile (of ``model``) found.
         """
 
         from autoq.backends._quiet import silence_libraries
         from autoq.device import resolve_device
-        from autoq.pipeline import load_pipeline, pipeline_folder
+        from autoq.pipeline import check_identity, load_pipeline
 
         if not isinstance(profile, Profile):
-            profile = load_profile(profile, allow_mismatch=allow_mismatch)
+            profile = load_profile(profile, model=model, allow_mismatch=allow_mismatch)
         resolved = resolve_device(device)
         silence_libraries()
-        base = load_pipeline(pipeline_folder(profile.model.source)).to(resolved)
+        folder = check_identity(profile.model)
+        base = load_pipeline(folder).to(resolved)
         base.set_progress_bar_config(disable=True)
         return cls(
             profile,
@@ -160,6 +184,63 @@ class AdaptivePipeline:
         with self._lock:
             self._pinned = None
 
+    @property
+    def ready(self) -> bool:
+        """Whether a generation has finished on the serving tier (extensions built,
+        kernels warmed); stays true once reached."""
+        return self._ready.is_set()
+
+    def warm(self, tiers: Sequence[str] | None = None) -> None:
+        """Generate once (two steps, not counted in metrics) on each of ``tiers``
+        (default: the serving tier), so their first real request pays no start-up cost."""
+        names = list(tiers) if tiers is not None else [self.tier.name]
+        # The serving tier last: its generation is what makes the runtime ready.
+        for name in sorted(names, key=lambda n: n == self.tier.name):
+            index = self._tier_index(name)
+            with self._slot():
+                with self._lock:
+                    pipe = self._build(index)
+                call: dict[str, Any] = {"num_inference_steps": 2}
+                if self.profile.height is not None and self.profile.width is not None:
+                    call.update(height=self.profile.height, width=self.profile.width)
+                self._generate(index, pipe, _WARM_PROMPT, call, RequestShape(2), record=False)
+
+    def predict(
+        self,
+        *,
+        steps: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        tier: str | None = None,
+        ahead: int | None = None,
+    ) -> float:
+        """Predicted seconds until a new request completes on its fastest option: the
+        named ``tier`` (or every tier not cooling down after an OOM) at ``steps`` (default:
+        each tier's fewest allowed), behind ``ahead`` requests (default: the runtime's own
+        queue). Uses the same cost model as the policy, calibrated by observed latency."""
+        shape = self._shape(steps, height, width)
+        sample = self.signals()
+        if ahead is None:
+            ahead = sample.queue_depth + sample.in_flight
+        with self._lock:
+            now = time.monotonic()
+            indices = (
+                [self._tier_index(tier)]
+                if tier is not None
+                else [i for i in range(len(self._views)) if i not in self._excluded(now)]
+                or list(range(len(self._views)))
+            )
+        costs = []
+        for i in indices:
+            view = self._views[i]
+            chosen = (
+                shape.steps
+                if shape.steps is not None or tier is not None
+                else (view.dial[-1] if view.dial else None)
+            )
+            costs.append(view.cost(chosen, shape.pixels))
+        return predict_latency(min(costs) * sample.latency_ratio, ahead, self._max_concurrency)
+
     # -- requests ----------------------------------------------------------------------
 
     def __call__(self, prompt: str | list[str], *, tier: str | None = None, **kwargs: Any) -> Any:
@@ -168,22 +249,42 @@ class AdaptivePipeline:
         Args:
             prompt: The prompt(s).
             tier: Serve this request on a named tier instead of the policy's choice.
-            **kwargs: Passed to the diffusers pipeline; ``num_inference_steps`` defaults to
-                the tier's step count.
+            **kwargs: Passed to the diffusers pipeline. ``num_inference_steps``, if given,
+                is honoured exactly; otherwise the policy chooses (the tier's own steps, or
+                fewer under load, never below its ``min_steps``). ``height``/``width``
+                default to the size the profile measured.
 
         Raises:
-            OutOfMemoryError: Every tier from the chosen one down ran out of memory.
+            OutOfMemoryError: The chosen tier and every tier with a smaller measured peak
+                ran out of memory.
         """
         wanted = self._tier_index(tier) if tier is not None else None
+        if self.profile.height is not None and self.profile.width is not None:
+            kwargs.setdefault("height", self.profile.height)
+            kwargs.setdefault("width", self.profile.width)
+        shape = self._shape(
+            kwargs.get("num_inference_steps"), kwargs.get("height"), kwargs.get("width")
+        )
+        if not self._front_end_arrivals:
+            self.note_arrival()
+        with self._slot():
+            with self._lock:
+                index, pipe, steps = self._select(wanted, shape)
+            if shape.steps is None and steps is not None:
+                kwargs["num_inference_steps"] = steps
+            return self._generate(index, pipe, prompt, kwargs, shape)
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Wait (counted as queued) for a generation slot, hold it (counted in flight)."""
         with self._lock:
             self._waiting += 1
         self._slots.acquire()
+        with self._lock:
+            self._waiting -= 1
+            self._in_flight += 1
         try:
-            with self._lock:
-                self._waiting -= 1
-                self._in_flight += 1
-                index, pipe = self._select(wanted)
-            return self._generate(index, pipe, prompt, kwargs)
+            yield
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -195,11 +296,36 @@ class AdaptivePipeline:
         sample = self.monitor.sample()
         with self._lock:
             queued = self._waiting + (self._queue_source() if self._queue_source else 0)
-            return sample.with_load(self._in_flight, queued, self._latency_ratio)
+            return sample.with_load(
+                self._in_flight,
+                queued,
+                self._latency_ratio,
+                self._max_concurrency,
+                self._arrival_rate(),
+            )
 
     def set_queue_source(self, source: Callable[[], int] | None) -> None:
-        """Count requests a server holds before they reach this pipeline as queued."""
+        """Count requests a server holds before they reach this pipeline as queued. A
+        front end with a queue reports every request offered to it with `note_arrival`
+        (calls then stop counting as arrivals themselves)."""
         self._queue_source = source
+        self._front_end_arrivals = source is not None
+
+    def note_arrival(self) -> None:
+        """Count one request offered now (admitted or not) toward the arrival rate."""
+        with self._lock:
+            self._arrivals.append(time.monotonic())
+
+    def _arrival_rate(self) -> float:
+        """Requests per second over the recent arrivals (0 with fewer than 3)."""
+        now = time.monotonic()
+        with self._lock:
+            while self._arrivals and now - self._arrivals[0] > _ARRIVAL_HORIZON_S:
+                self._arrivals.popleft()
+            if len(self._arrivals) < 3:
+                return 0.0
+            span = max(now - self._arrivals[0], 1e-3)
+            return len(self._arrivals) / span
 
     # -- internals ---------------------------------------------------------------------
 
@@ -209,33 +335,42 @@ class AdaptivePipeline:
             raise ConfigError(f"Unknown tier {name!r}; valid: {names}.")
         return names.index(name)
 
+    def _shape(self, steps: int | None, height: int | None, width: int | None) -> RequestShape:
+        h, w = self.default_size
+        return RequestShape(steps, (height or h) * (width or w))
+
     def _initial_tier(self) -> int:
-        # Asked as if serving the best tier: the policy answers with the best that fits,
-        # without the dwell an upgrade from below would wait for.
+        # Asked as if serving the best-quality tier: the policy answers with the best
+        # that fits, without the dwell an upgrade from elsewhere would wait for.
         sample = self.monitor.sample()
-        return self.policy.decide(self._views, 0, sample, time.monotonic()).tier
+        best = max(range(len(self._views)), key=lambda i: self._views[i].clip_score)
+        return self.policy.decide(self._views, best, sample, time.monotonic()).tier
 
     def _excluded(self, now: float) -> frozenset[int]:
         self._cooling = {i: until for i, until in self._cooling.items() if until > now}
         return frozenset(self._cooling)
 
-    def _select(self, wanted: int | None) -> tuple[int, DiffusionPipeline]:
-        """Under the lock: the tier and pipeline this request will use."""
+    def _select(
+        self, wanted: int | None, shape: RequestShape
+    ) -> tuple[int, DiffusionPipeline, int | None]:
+        """Under the lock: the tier, pipeline and steps (``None``: the tier's own) this
+        request will use."""
         if wanted is not None:
-            return wanted, self._build(wanted)
+            return wanted, self._build(wanted), None
         signals = self.signals()
         self.metrics.record_memory(signals.available_memory_bytes)
         now = time.monotonic()
+        steps = None
         if self._pinned is not None:
             target, reason = self._pinned, "pinned"
         else:
             decision = self.policy.decide(
-                self._views, self._index, signals, now, self._excluded(now)
+                self._views, self._index, signals, now, self._excluded(now), shape
             )
-            target, reason = decision.tier, decision.reason
+            target, reason, steps = decision.tier, decision.reason, decision.steps
         if target != self._index:
             self._switch(target, reason, signals)
-        return self._index, self._serving()
+        return self._index, self._serving(), steps
 
     def _serving(self) -> DiffusionPipeline:
         if self._pipe is None:  # only during a break-before-make switch, under the lock
@@ -273,11 +408,19 @@ class AdaptivePipeline:
         )
 
     def _generate(
-        self, index: int, pipe: DiffusionPipeline, prompt: str | list[str], kwargs: dict[str, Any]
+        self,
+        index: int,
+        pipe: DiffusionPipeline,
+        prompt: str | list[str],
+        kwargs: dict[str, Any],
+        shape: RequestShape,
+        *,
+        record: bool = True,
     ) -> Any:
         while True:
             tier = self.profile.tiers[index]
             call = {"num_inference_steps": tier.plan.steps, **kwargs}
+            steps = int(call["num_inference_steps"])
             # Each request gets its own scheduler: diffusers schedulers keep per-run state.
             runner = type(pipe)(**{**pipe.components, "scheduler": copy.deepcopy(pipe.scheduler)})
             runner.set_progress_bar_config(disable=True)
@@ -291,46 +434,74 @@ class AdaptivePipeline:
                 failure = exc
             if failure is None:
                 seconds = time.perf_counter() - start
-                self._observe(tier, seconds)
+                if record:
+                    self._observe(index, steps, shape.pixels, seconds)
+                with self._lock:
+                    self._warmed.add(index)
+                    if index == self._index:
+                        self._ready.set()
                 output.tier = tier.name
+                output.steps = steps
                 output.timings = {"generation_s": seconds}
                 return output
             # Outside the except block, so the failed frame's tensors can be freed.
             del runner
-            index, pipe = self._after_oom(index, failure)
+            index, pipe, dialed = self._after_oom(index, failure, shape)
+            if shape.steps is None:
+                kwargs = {
+                    **kwargs,
+                    "num_inference_steps": dialed or self.profile.tiers[index].plan.steps,
+                }
 
-    def _observe(self, tier: Tier, seconds: float) -> None:
-        self.metrics.record_request(tier.name, seconds)
-        ratio = seconds / max(tier.metrics.latency_s, 1e-9)
+    def _observe(self, index: int, steps: int, pixels: int | None, seconds: float) -> None:
+        self.metrics.record_request(self.profile.tiers[index].name, seconds, steps)
+        ratio = seconds / max(self._views[index].cost(steps, pixels), 1e-9)
         with self._lock:
             self._latency_ratio = (1 - _EWMA) * self._latency_ratio + _EWMA * ratio
 
-    def _after_oom(self, index: int, failure: BaseException) -> tuple[int, DiffusionPipeline]:
+    def _after_oom(
+        self, index: int, failure: BaseException, shape: RequestShape
+    ) -> tuple[int, DiffusionPipeline, int | None]:
+        """Retry on the best tier (by the policy) whose measured peak is below the failed
+        tier's; none left is an `OutOfMemoryError`."""
         release_memory(self.device)
         self.metrics.record_oom()
         with self._lock:
             now = time.monotonic()
             self._cooling[index] = now + self.cooldown_s
-            lower = [i for i in range(index + 1, len(self._views)) if i not in self._excluded(now)]
+            failed = self._views[index].peak_at(shape.pixels)
+            excluded = self._excluded(now) | {
+                i for i, v in enumerate(self._views) if v.peak_at(shape.pixels) >= failed
+            }
+            decision = None
+            if len(excluded) < len(self._views):
+                decision = self.policy.decide(
+                    self._views, index, self.signals(), now, frozenset(excluded), shape
+                )
             log.warning(
                 "oom_retry",
                 tier=self.profile.tiers[index].name,
-                next_tier=self.profile.tiers[lower[0]].name if lower else None,
+                next_tier=self.profile.tiers[decision.tier].name if decision else None,
                 error=str(failure)[:200],
             )
-            if not lower:
+            if decision is None or decision.tier in excluded:
                 raise OutOfMemoryError(
-                    f"Out of memory on tier {self.profile.tiers[index].name!r} and no lower "
-                    "tier is left; free memory on this device or tune with a smaller "
-                    "--max-memory."
+                    f"Out of memory on tier {self.profile.tiers[index].name!r} and no tier "
+                    "with a smaller measured peak is left; free memory on this device or "
+                    "tune with a smaller --max-memory."
                 ) from failure
-            self._switch(lower[0], "out of memory")
-            return self._index, self._serving()
+            self._switch(decision.tier, "out of memory")
+            return self._index, self._serving(), decision.steps
 
 
-def tier_views(tiers: Sequence[Tier]) -> list[TierView]:
-    """Policy views of profile tiers."""
-    return [
-        TierView(t.name, t.metrics.peak_memory_bytes, t.metrics.weight_bytes, t.metrics.latency_s)
-        for t in tiers
-    ]
+def _default_size(base: DiffusionPipeline, profile: Profile) -> tuple[int, int]:
+    """(height, width) a request gets without asking: the profile's measured size, else
+    the pipeline's default (``sample_size`` x the VAE scale factor)."""
+    if profile.height is not None and profile.width is not None:
+        return profile.height, profile.width
+    denoiser = getattr(base, "unet", None) or getattr(base, "transformer", None)
+    sample = getattr(getattr(denoiser, "config", None), "sample_size", 64) or 64
+    if isinstance(sample, list | tuple):
+        sample = sample[0]
+    side = int(sample) * int(getattr(base, "vae_scale_factor", 8))
+    return side, side

@@ -1,8 +1,18 @@
-"""Which tier to serve: the highest quality that fits memory and meets the latency SLO.
+"""Which tier, at how many steps: the best measured quality that fits memory and meets the
+latency SLO, chosen by each tier's measured cost, never by its position in the list.
 
-Downgrades happen at once; upgrades only after ``dwell_s`` of continuously good signals
-(asymmetric hysteresis, as INFaaS and Ray Serve do), so an oscillating signal costs at
-most one switch per dwell window.
+Under memory pressure: the best tier that fits, else the smallest. Under latency pressure:
+the best tier that meets the SLO, served at the most steps that meet it (never below its
+``min_steps``), else the fastest at its fewest steps. Meeting the SLO includes keeping up
+with the requests arriving (cost x arrival rate within ``max_utilization`` of the
+generation slots); otherwise the queue, and every later request's wait, would grow.
+Because each tier's step dial is tried before the next-best tier, load first costs steps,
+then a component switch.
+
+Leaving a tier that no longer fits or meets the SLO happens at once; moving to a better
+tier only after ``dwell_s`` of continuously good signals (asymmetric hysteresis, as INFaaS
+and Ray Serve do), so an oscillating signal costs at most one switch per dwell window.
+Steps change per request and cost no switch.
 """
 
 from __future__ import annotations
@@ -12,32 +22,42 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from autoq.errors import ConfigError
+from autoq.runtime._cost import TierView, predict_latency
 from autoq.runtime._signals import Signals
 
-__all__ = ["Decision", "DefaultPolicy", "Policy", "TierView"]
+__all__ = ["Decision", "DefaultPolicy", "Policy", "RequestShape", "TierView"]
 
 
 @dataclass(frozen=True)
-class TierView:
-    """What a policy knows of a tier (from its profile measurements)."""
+class RequestShape:
+    """What a request asks that changes its cost.
 
-    name: str
-    peak_memory_bytes: int
-    weight_bytes: int
-    latency_s: float
+    Attributes:
+        steps: Steps the request named: honoured as given, never dialed (``None``: the
+            policy chooses).
+        pixels: Height x width of the image (``None``: the size the profile measured).
+    """
+
+    steps: int | None = None
+    pixels: int | None = None
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The tier index to serve next (0 is the best quality) and why."""
+    """The tier index to serve next, at how many steps, and why.
+
+    ``steps`` is ``None`` when the tier's own step count applies (no dial, no request steps).
+    """
 
     tier: int
     reason: str
+    steps: int | None = None
 
 
 @runtime_checkable
 class Policy(Protocol):
-    """Chooses a tier from the signals; ``excluded`` tiers are cooling down after an OOM."""
+    """Chooses a tier (and steps) from the signals; ``excluded`` tiers are cooling down
+    after an OOM; ``request`` is the shape of the request being placed."""
 
     def decide(
         self,
@@ -46,6 +66,7 @@ class Policy(Protocol):
         signals: Signals,
         now: float,
         excluded: frozenset[int] = frozenset(),
+        request: RequestShape | None = None,
     ) -> Decision: ...
 
 
@@ -53,25 +74,29 @@ class Policy(Protocol):
 class DefaultPolicy:
     """The documented default.
 
-    A tier fits when (1) its measured peak memory plus a reserve of
-    ``max(reserve_bytes, reserve_fraction * peak)`` fits in the available memory, counting
-    the current tier's weights as available (a switch frees them) and, for the current
-    tier, only its activations (its weights are already resident); and (2) with an SLO,
-    its predicted latency (profiled latency x the observed/profiled ratio x the requests
-    ahead + 1, as Little's law) is within ``slo_s``. The best-quality fitting tier wins;
-    when none fits, the lowest tier.
+    A tier fits memory when its measured peak (activations scaled to the request's
+    pixels) plus a reserve of ``max(reserve_bytes, reserve_fraction * peak)`` fits in the
+    available memory, counting the current tier's weights as available (a switch frees
+    them) and, for the current tier, only its activations. With an SLO, a tier meets it at
+    ``steps`` when `predict_latency` of its cost at those steps and the request's pixels
+    (x the observed/profiled ratio), behind the requests ahead, is within ``slo_s`` and
+    that cost x the arrival rate stays within ``max_utilization`` of the slots.
+    Tiers are ranked by measured CLIP score (ties: the faster first).
 
     Args:
         slo_s: Latency objective per request, seconds (``None``: memory only).
-        dwell_s: Seconds of continuously good signals before an upgrade.
+        dwell_s: Seconds of continuously good signals before moving to a better tier.
         reserve_bytes: Memory kept free beyond a tier's peak, at least.
         reserve_fraction: ... or this share of the tier's peak, if larger.
+        max_utilization: With an SLO, the share of the generation slots the arriving
+            requests may keep busy (cost x arrival rate / slots).
     """
 
     slo_s: float | None = None
     dwell_s: float = 10.0
     reserve_bytes: int = 16 * 2**20
     reserve_fraction: float = 0.10
+    max_utilization: float = 0.9
     _good_since: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -84,22 +109,66 @@ class DefaultPolicy:
                 "reserve_bytes must be >= 0 and reserve_fraction in [0, 1), but got "
                 f"{self.reserve_bytes} and {self.reserve_fraction}."
             )
+        if not 0 < self.max_utilization <= 1:
+            raise ConfigError(f"max_utilization must be in (0, 1], but got {self.max_utilization}.")
 
-    def _memory_ok(self, tiers: Sequence[TierView], i: int, current: int, s: Signals) -> bool:
+    def fits_memory(
+        self, tiers: Sequence[TierView], i: int, current: int, s: Signals, pixels: int | None
+    ) -> bool:
+        """Whether tier ``i`` fits the available memory, serving ``current`` now."""
         tier = tiers[i]
-        reserve = max(self.reserve_bytes, int(self.reserve_fraction * tier.peak_memory_bytes))
+        peak = tier.peak_at(pixels)
+        reserve = max(self.reserve_bytes, int(self.reserve_fraction * peak))
         if i == current:
-            need = tier.peak_memory_bytes - tier.weight_bytes
+            need = peak - tier.weight_bytes
             budget = s.available_memory_bytes
         else:
-            need = tier.peak_memory_bytes
+            need = peak
             budget = s.available_memory_bytes + tiers[current].weight_bytes
         return need + reserve <= budget
 
-    def predicted_latency(self, tier: TierView, s: Signals) -> float:
+    def predicted_latency(
+        self, tier: TierView, s: Signals, steps: int | None = None, pixels: int | None = None
+    ) -> float:
         """Seconds until a new request on ``tier`` completes, queue included."""
         ahead = s.queue_depth + max(s.in_flight - 1, 0)
-        return tier.latency_s * s.latency_ratio * (ahead + 1)
+        return predict_latency(tier.cost(steps, pixels) * s.latency_ratio, ahead, s.slots)
+
+    def steps_within_slo(
+        self, tier: TierView, s: Signals, request: RequestShape
+    ) -> tuple[bool, int | None]:
+        """Whether ``tier`` meets the SLO, and at the most steps on its dial (or the
+        request's own) that do; steps ``None`` means the tier's own."""
+        if request.steps is not None:
+            return self._meets(tier, s, request.steps, request.pixels), request.steps
+        dial = tier.dial
+        if not dial:
+            return self._meets(tier, s, None, request.pixels), None
+        # Cost grows with steps: binary search for the most steps that meet the SLO.
+        if not self._meets(tier, s, dial[-1], request.pixels):
+            return False, None
+        lo, hi = 0, len(dial) - 1  # dial[hi] meets; find the first index that meets
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._meets(tier, s, dial[mid], request.pixels):
+                hi = mid
+            else:
+                lo = mid + 1
+        return True, dial[lo]
+
+    def _meets(self, tier: TierView, s: Signals, steps: int | None, pixels: int | None) -> bool:
+        if self.slo_s is None:
+            return True
+        cost = tier.cost(steps, pixels) * s.latency_ratio
+        if cost * s.arrival_rps > self.max_utilization * s.slots:
+            return False  # the queue would grow without bound
+        ahead = s.queue_depth + max(s.in_flight - 1, 0)
+        return predict_latency(cost, ahead, s.slots) <= self.slo_s
+
+    def _fewest(self, tier: TierView, request: RequestShape) -> int | None:
+        if request.steps is not None:
+            return request.steps
+        return tier.dial[-1] if tier.dial else None
 
     def decide(
         self,
@@ -108,31 +177,37 @@ class DefaultPolicy:
         signals: Signals,
         now: float,
         excluded: frozenset[int] = frozenset(),
+        request: RequestShape | None = None,
     ) -> Decision:
-        best = None
-        for i, tier in enumerate(tiers):
-            if i in excluded or not self._memory_ok(tiers, i, current, signals):
-                continue
-            if self.slo_s is not None and self.predicted_latency(tier, signals) > self.slo_s:
-                continue
-            best = i
-            break
-        if best is None:
-            lowest = max(
-                (i for i in range(len(tiers)) if i not in excluded), default=len(tiers) - 1
-            )
-            best, why = lowest, "no tier fits: lowest"
-        else:
-            why = "fits"
-        if best > current:
-            self._good_since = None
-            return Decision(best, f"downgrade: {why}")
+        ask = request or RequestShape()
+        usable = [i for i in range(len(tiers)) if i not in excluded] or list(range(len(tiers)))
+        fits = [i for i in usable if self.fits_memory(tiers, i, current, signals, ask.pixels)]
+        ranked = sorted(fits, key=lambda i: (-tiers[i].clip_score, tiers[i].cost(None)))
+        meets: dict[int, int | None] = {}
+        for i in ranked:
+            ok, steps = self.steps_within_slo(tiers[i], signals, ask)
+            if ok:
+                meets[i] = steps
+        if meets:
+            best = next(i for i in ranked if i in meets)
+            steps, why = meets[best], "fits"
+        elif fits:  # latency pressure: nothing meets the SLO
+            best = min(fits, key=lambda i: tiers[i].cost(self._fewest(tiers[i], ask), ask.pixels))
+            steps, why = self._fewest(tiers[best], ask), "no tier meets the SLO: fastest"
+        else:  # memory pressure: nothing fits
+            best = min(usable, key=lambda i: tiers[i].peak_at(ask.pixels))
+            steps, why = self._fewest(tiers[best], ask), "no tier fits memory: smallest"
         if best == current:
             self._good_since = None
-            return Decision(current, "steady")
+            return Decision(current, "steady", steps)
+        if current not in meets:
+            # The current tier fails now (memory, SLO or cooling): leave it at once.
+            self._good_since = None
+            return Decision(best, f"leave {tiers[current].name}: {why}", steps)
+        # The current tier is fine and a better one would be too: wait out the dwell.
         if self._good_since is None:
             self._good_since = now
         if now - self._good_since >= self.dwell_s:
             self._good_since = None
-            return Decision(best, f"upgrade after {self.dwell_s:g}s of good signals")
-        return Decision(current, "dwell: waiting before upgrade")
+            return Decision(best, f"upgrade after {self.dwell_s:g}s of good signals", steps)
+        return Decision(current, "dwell: waiting before upgrade", meets[current])

@@ -23,6 +23,8 @@ class Signals:
         in_flight: Requests currently generating.
         queue_depth: Requests waiting for a generation slot.
         latency_ratio: EWMA of observed / profiled latency (1.0: as tuned).
+        slots: Generations that run at once (requests ahead drain this many at a time).
+        arrival_rps: Requests offered per second lately (0: unknown or idle).
         timestamp: ``time.monotonic()`` of the sample.
     """
 
@@ -33,11 +35,25 @@ class Signals:
     queue_depth: int = 0
     latency_ratio: float = 1.0
     timestamp: float = 0.0
+    slots: int = 1
+    arrival_rps: float = 0.0
 
-    def with_load(self, in_flight: int, queue_depth: int, latency_ratio: float) -> Signals:
+    def with_load(
+        self,
+        in_flight: int,
+        queue_depth: int,
+        latency_ratio: float,
+        slots: int = 1,
+        arrival_rps: float = 0.0,
+    ) -> Signals:
         """The same sample with the runtime's own load figures filled in."""
         return replace(
-            self, in_flight=in_flight, queue_depth=queue_depth, latency_ratio=latency_ratio
+            self,
+            in_flight=in_flight,
+            queue_depth=queue_depth,
+            latency_ratio=latency_ratio,
+            slots=slots,
+            arrival_rps=arrival_rps,
         )
 
 

@@ -1,8 +1,11 @@
-"""`create_app`: the adaptive runtime behind FastAPI, with backpressure and metrics.
+"""`create_app`: the adaptive runtime behind FastAPI, with admission control and metrics.
 
-Generation runs off the event loop in a bounded thread pool. A request is refused with
-503 and ``Retry-After`` when the queue is full, or when even the lowest tier could not
-answer it within the SLO; everything else ends in 200 or a deliberate 4xx.
+Generation runs off the event loop in a bounded thread pool. A request is admitted only
+if some tier can finish it within the SLO at its own size and steps behind the requests
+already admitted (the runtime's cost model, `AdaptivePipeline.predict`); otherwise, or
+when the queue is full, it gets 503 with ``Retry-After`` at once. A queued request whose
+client disconnects is dropped before it starts. Everything else ends in 200 or a
+deliberate 4xx.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import io
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.datastructures import Headers
 
+from autoq._logging import get_logger
 from autoq._version import __version__
 from autoq.errors import AutoqError, ConfigError, OutOfMemoryError, ProfileMismatchError
 from autoq.serve._metrics import ServiceMetrics
@@ -33,9 +38,16 @@ if TYPE_CHECKING:
     from autoq.profile import Profile
     from autoq.runtime import AdaptivePipeline
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "validate_api_key"]
+
+log = get_logger("autoq.serve")
 
 _OPEN_PATHS = {"/healthz", "/readyz"}
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 def _status(exc: AutoqError) -> int:
@@ -44,6 +56,105 @@ def _status(exc: AutoqError) -> int:
     if isinstance(exc, ConfigError | ProfileMismatchError):
         return 422
     return 500
+
+
+def validate_api_key(key: str) -> str:
+    """The key, if it is 8 to 256 printable ASCII characters (what an HTTP header can
+    carry unchanged).
+
+    Raises:
+        ConfigError: Any other key; it could never match what a client sends.
+    """
+    if not 8 <= len(key) <= 256 or not all(33 <= ord(c) <= 126 for c in key):
+        raise ConfigError(
+            f"The API key must be 8 to 256 printable ASCII characters without spaces, but "
+            f"got {len(key)} characters"
+            + ("" if key.isascii() else " with non-ASCII ones")
+            + "; generate one with `python -c 'import secrets; print(secrets.token_urlsafe())'`."
+        )
+    return key
+
+
+def _presented_key(headers: Headers) -> str | None:
+    """``X-API-Key: <key>`` or ``Authorization: Bearer <key>`` (scheme in any case).
+    A bare key in ``Authorization`` is not a credential."""
+    if "x-api-key" in headers:
+        return headers["x-api-key"]
+    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+class _Guard:
+    """Declared, bounded bodies and the API key, checked before anything is read.
+
+    A plain ASGI middleware (not Starlette's ``BaseHTTPMiddleware``, whose receive wrapper
+    hides a client's disconnect from `Request.is_disconnected`)."""
+
+    def __init__(self, app: Any, max_body_bytes: int, api_key: str | None) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        refusal = None
+        if scope["method"] == "POST" and length is None:
+            # A chunked body would dodge the size limit: ask for a declared length.
+            refusal = JSONResponse({"detail": "Send a Content-Length header."}, 411)
+        elif length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            refusal = JSONResponse(
+                {"detail": f"Body larger than {self.max_body_bytes} bytes."}, 413
+            )
+        elif self.api_key is not None and scope["path"] not in _OPEN_PATHS:
+            given = _presented_key(headers)
+            if given is None or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+                refusal = JSONResponse({"detail": "Missing or wrong API key."}, 401)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class _BodyDeadline:
+    """Read a declared-length POST body within ``timeout_s`` (else 408), then replay it."""
+
+    def __init__(self, app: Any, timeout_s: float, max_bytes: int) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"")
+        if scope["type"] != "http" or not length.isdigit() or int(length) > self.max_bytes:
+            await self.app(scope, receive, send)  # the app answers 411/413 or has no body
+            return
+
+        async def read_all() -> list[Message]:
+            messages = []
+            while True:
+                message = await receive()
+                messages.append(message)
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    return messages
+
+        try:
+            buffered = await asyncio.wait_for(read_all(), self.timeout_s)
+        except TimeoutError:
+            response = JSONResponse(
+                {"detail": f"Body not received within {self.timeout_s:g}s."}, 408
+            )
+            await response(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
 
 
 def create_app(
@@ -55,6 +166,10 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = 64 * 1024,
     device: str | None = None,
+    model: str | None = None,
+    allow_mismatch: bool = False,
+    warm_all: bool = False,
+    body_timeout_s: float = 10.0,
 ) -> FastAPI:
     """Build the HTTP service.
 
@@ -63,12 +178,18 @@ def create_app(
         max_queue: Requests waiting beyond the ones generating; more get 503.
         slo_s: Latency objective per request; feeds the tier policy and admission.
         workers: Generations running at once.
-        api_key: Required as ``Authorization: Bearer <key>`` or ``X-API-Key`` if given.
+        api_key: Required as ``Authorization: Bearer <key>`` or ``X-API-Key`` if given;
+            8-256 printable ASCII characters.
         max_body_bytes: Larger request bodies get 413.
         device: Generation device when building the pipeline from a profile.
+        model: With a profiles directory holding several models, the one to serve.
+        allow_mismatch: Serve a profile tuned on another device (logged as a warning).
+        warm_all: At start-up, generate once on every tier (not only the serving one)
+            before ``/readyz`` says ready.
+        body_timeout_s: A request body not received within this many seconds gets 408.
 
     Raises:
-        ConfigError: A limit is not positive.
+        ConfigError: A limit is not positive, or the API key is not printable ASCII.
     """
     from autoq.runtime import AdaptivePipeline, DefaultPolicy
 
@@ -76,16 +197,26 @@ def create_app(
         ("max_queue", max_queue),
         ("workers", workers),
         ("max_body_bytes", max_body_bytes),
+        ("body_timeout_s", body_timeout_s),
     ):
-        if value < 1:
+        if value <= 0:
             raise ConfigError(f"{name} must be positive, but got {value}.")
     if slo_s is not None and slo_s <= 0:
         raise ConfigError(f"slo_s must be positive, but got {slo_s}.")
+    if api_key is not None:
+        validate_api_key(api_key)
+    if allow_mismatch:
+        log.warning("serving_mismatched_profile", detail="profile tuned on another device")
     pipe = (
         source
         if isinstance(source, AdaptivePipeline)
         else AdaptivePipeline.from_profile(
-            source, policy=DefaultPolicy(slo_s=slo_s), device=device, max_concurrency=workers
+            source,
+            model=model,
+            policy=DefaultPolicy(slo_s=slo_s),
+            device=device,
+            max_concurrency=workers,
+            allow_mismatch=allow_mismatch,
         )
     )
     lock = threading.Lock()
@@ -97,7 +228,7 @@ def create_app(
     pipe.set_queue_source(queued)
     metrics = ServiceMetrics(pipe, lambda: pending["n"])
     names = [t.name for t in pipe.tiers]
-    default_size = _default_size(pipe)
+    default_side = max(pipe.default_size)
 
     pool: dict[str, ThreadPoolExecutor] = {}
 
@@ -109,6 +240,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Warm in the background: /healthz answers at once, /readyz once warm.
+        tiers = names if warm_all else None
+        warming = executor().submit(pipe.warm, tiers)
+        warming.add_done_callback(_log_warm_failure)
         yield
         running = pool.pop("pool", None)
         if running is not None:
@@ -122,22 +257,9 @@ def create_app(
     )
     app.state.pipe = pipe
     app.state.metrics = metrics
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length is None:
-            # A chunked body would dodge the size limit: ask for a declared length.
-            return JSONResponse({"detail": "Send a Content-Length header."}, 411)
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return JSONResponse({"detail": f"Body larger than {max_body_bytes} bytes."}, 413)
-        if api_key is not None and request.url.path not in _OPEN_PATHS:
-            given = request.headers.get("x-api-key") or request.headers.get(
-                "authorization", ""
-            ).removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), api_key.encode()):
-                return JSONResponse({"detail": "Missing or wrong API key."}, 401)
-        return await call_next(request)
+    # The last added runs first: the guard, then the body deadline, then the routes.
+    app.add_middleware(_BodyDeadline, timeout_s=body_timeout_s, max_bytes=max_body_bytes)
+    app.add_middleware(_Guard, max_body_bytes=max_body_bytes, api_key=api_key)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -154,9 +276,13 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "Not ready: still warming up."}})
     async def readyz() -> JSONResponse:
-        return JSONResponse({"ready": True, "tier": pipe.tier.name})
+        # Ready once a generation has finished on the serving tier (extensions built,
+        # kernels warm): a load balancer sends nothing that would wait on start-up work.
+        return JSONResponse(
+            {"ready": pipe.ready, "tier": pipe.tier.name}, 200 if pipe.ready else 503
+        )
 
     @app.get("/tiers", response_model=TiersResponse)
     async def tiers() -> TiersResponse:
@@ -169,6 +295,8 @@ def create_app(
                     clip_score=t.metrics.clip_score,
                     latency_s=t.metrics.latency_s,
                     peak_memory_bytes=t.metrics.peak_memory_bytes,
+                    steps=t.plan.steps,
+                    min_steps=t.min_steps,
                 )
                 for t in pipe.tiers
             ],
@@ -187,40 +315,66 @@ def create_app(
         return JSONResponse({"detail": detail}, 503, headers=headers)
 
     @app.post("/generate", response_model=GenerateResponse)
-    async def generate(body: GenerateRequest) -> Any:
+    async def generate(body: GenerateRequest, request: Request) -> Any:
+        pipe.note_arrival()  # offered load, admitted or not: what the tiers must keep up with
         if body.tier is not None and body.tier not in names:
             return JSONResponse({"detail": f"Unknown tier {body.tier!r}; valid: {names}."}, 422)
         for side in (body.width, body.height):
-            if side is not None and side > 4 * default_size:
+            if side is not None and side > 4 * default_side:
                 return JSONResponse(
-                    {"detail": f"width/height at most {4 * default_size} for this model."}, 422
+                    {"detail": f"width/height at most {4 * default_side} for this model."}, 422
                 )
-        lowest = pipe.tiers[-1].metrics.latency_s * pipe.signals().latency_ratio
+
+        def predicted_after(ahead: int) -> float:
+            return pipe.predict(
+                steps=body.steps, height=body.height, width=body.width, tier=body.tier, ahead=ahead
+            )
+
         with lock:
             if queued() >= max_queue:
+                alone = predicted_after(0)
                 return reject(
                     "queue_full",
-                    lowest * (queued() / workers + 1),
+                    alone * (queued() / workers + 1),
                     f"Queue full ({max_queue} waiting); retry later.",
                 )
-            predicted = lowest * (pending["n"] // workers + 1)
+            predicted = predicted_after(pending["n"])
             if slo_s is not None and predicted > slo_s:
-                return reject(
-                    "slo",
-                    predicted - slo_s,
-                    f"Even the fastest tier would take {predicted:.2f}s > SLO "
-                    f"{slo_s:.2f}s at this load; retry later.",
+                alone = predicted_after(0)
+                if alone > slo_s:
+                    detail = (
+                        f"No tier can serve this request within the SLO: alone it would take "
+                        f"{alone:.2f}s > {slo_s:.2f}s; ask for fewer steps or a smaller size."
+                    )
+                    return reject("cost", alone, detail)
+                detail = (
+                    f"No tier can serve this request within the SLO at this load: "
+                    f"{predicted:.2f}s > {slo_s:.2f}s; retry later."
                 )
+                return reject("slo", predicted - slo_s, detail)
             pending["n"] += 1
         start = time.perf_counter()
+        job = executor().submit(_run, pipe, body)
+        # The body is read: the next ASGI message is the client's disconnect (or, once
+        # the response is sent, the end of the exchange). Watch for it while queued.
+        watcher = asyncio.ensure_future(request.receive())
         try:
-            out = await asyncio.get_running_loop().run_in_executor(
-                executor(), lambda: _run(pipe, body)
-            )
+            waiting = asyncio.wrap_future(job)
+            await asyncio.wait({waiting, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            gone = watcher.done() and watcher.result().get("type") == "http.disconnect"
+            if gone and job.cancel():  # still queued: it never starts
+                metrics.abandoned.inc()
+                log.info("request_abandoned", prompt_chars=len(body.prompt))
+                return JSONResponse({"detail": "Client disconnected."}, 499)
+            await asyncio.wait({waiting})
+            if job.cancelled():  # the pool shut down before it started
+                return JSONResponse({"detail": "Server shutting down."}, 503)
+            out = waiting.result()
         except OutOfMemoryError as exc:
             metrics.requests.labels("none", "503").inc()
             return JSONResponse({"detail": str(exc)}, 503, headers={"Retry-After": "5"})
         finally:
+            watcher.cancel()
             with lock:
                 pending["n"] -= 1
         seconds = time.perf_counter() - start
@@ -228,11 +382,10 @@ def create_app(
         metrics.latency.labels(out.tier).observe(seconds)
         buffer = io.BytesIO()
         out.images[0].save(buffer, format="PNG")
-        steps = body.steps or pipe.profile.tier(out.tier).plan.steps
         return GenerateResponse(
             image=base64.b64encode(buffer.getvalue()).decode(),
             tier=out.tier,
-            steps=steps,
+            steps=out.steps,
             latency_ms=seconds * 1000,
             seed=body.seed,
         )
@@ -240,11 +393,9 @@ def create_app(
     return app
 
 
-def _default_size(pipe: AdaptivePipeline) -> int:
-    base = pipe._cache.base  # the loaded diffusers pipeline
-    unet = getattr(base, "unet", None) or getattr(base, "transformer", None)
-    sample = getattr(getattr(unet, "config", None), "sample_size", 64) or 64
-    return int(sample) * int(getattr(base, "vae_scale_factor", 8))
+def _log_warm_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("warm_up_failed", error=str(future.exception())[:300])
 
 
 def _run(pipe: AdaptivePipeline, body: GenerateRequest) -> Any:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -30,6 +30,18 @@ class _RuntimeCollector(Collector):
         for tier in self.pipe.tiers:
             current.add_metric([tier.name], 1.0 if tier.name == self.pipe.tier.name else 0.0)
         yield current
+        served = CounterMetricFamily(
+            "autoq_generations",
+            "Generations finished, by tier and the steps they ran",
+            labels=["tier", "steps"],
+        )
+        for tier, by_steps in snap["served"].items():
+            for steps, count in sorted(by_steps.items()):
+                served.add_metric([tier, str(steps)], count)
+        yield served
+        yield GaugeMetricFamily(
+            "autoq_ready", "1 once the serving tier has generated", value=float(self.pipe.ready)
+        )
         yield GaugeMetricFamily(
             "autoq_tier_switches", "Tier switches so far", value=snap["switches"]
         )
@@ -69,8 +81,13 @@ class ServiceMetrics:
         )
         self.rejections = Counter(
             "autoq_rejections",
-            "Requests answered 503/429 by backpressure",
+            "Requests answered 503 by admission: queue_full, slo (load) or cost (alone)",
             ["reason"],
+            registry=self.registry,
+        )
+        self.abandoned = Counter(
+            "autoq_abandoned",
+            "Queued requests dropped before they started because the client disconnected",
             registry=self.registry,
         )
         self.registry.register(_RuntimeCollector(pipe, queue_depth))

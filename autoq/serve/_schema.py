@@ -35,7 +35,9 @@ class GenerateResponse(BaseModel):
     image: str
     """Base64-encoded PNG."""
     tier: str
+    """The tier that served the request."""
     steps: int
+    """The denoising steps it ran: the request's own if given, else the tier's step dial."""
     latency_ms: float
     seed: int | None = None
 
@@ -46,6 +48,10 @@ class TierInfo(BaseModel):
     clip_score: float
     latency_s: float
     peak_memory_bytes: int
+    steps: int
+    """The tier's own step count."""
+    min_steps: int | None = None
+    """Fewest steps the runtime may serve it at under load (``None``: no dial)."""
 
 
 class TiersResponse(BaseModel):

@@ -8,7 +8,15 @@ import pytest
 
 from autoq.device import fingerprint
 from autoq.pipeline import PipelinePlan
-from autoq.profile import Constraints, Metrics, ModelIdentity, Profile, StudyInfo, Tier
+from autoq.profile import (
+    Constraints,
+    Metrics,
+    ModelIdentity,
+    Profile,
+    StepPoint,
+    StudyInfo,
+    Tier,
+)
 
 MiB = 2**20
 
@@ -26,39 +34,70 @@ def metrics(peak_mib: float, weight_mib: float, latency_s: float, clip: float) -
 
 
 def make_profile(
-    peaks: tuple[float, float, float] = (300, 120, 60),
-    latencies: tuple[float, float, float] = (0.3, 0.15, 0.05),
+    peaks: tuple[float, ...] = (300, 120, 60),
+    latencies: tuple[float, ...] = (0.3, 0.15, 0.05),
+    *,
+    clips: tuple[float, ...] | None = None,
+    steps: tuple[int, ...] | None = None,
+    curves: tuple[list[tuple[int, float]], ...] | None = None,
+    min_steps: tuple[int | None, ...] | None = None,
+    size: tuple[int, int] | None = None,
+    content_hash: str | None = None,
+    order: tuple[int, ...] | None = None,
 ) -> Profile:
+    """Three tiers of the shapes model with chosen metrics.
+
+    Tier ``i`` is named ``quality``/``balanced``/``minimal`` with CLIP ``clips[i]``
+    (default 30, 29, 28), ``steps[i]`` (default 2), an optional latency ``curves[i]`` of
+    ``(steps, latency_s)`` points and ``min_steps[i]``; ``order`` lists them in another
+    order than quality (e.g. ``(2, 0, 1)``), which the runtime must not read as cost.
+    """
     from autoq.pipeline import folder_hash, pipeline_folder
 
-    plans = [
-        PipelinePlan(precisions={"unet": "fp32", "text_encoder": "fp32", "vae": "fp32"}, steps=2),
-        PipelinePlan(
-            precisions={"unet": "bnb_nf4", "text_encoder": "fp32", "vae": "fp32"}, steps=2
-        ),
-        PipelinePlan(
-            precisions={"unet": "bnb_nf4", "text_encoder": "bnb_int8", "vae": "fp32"}, steps=2
-        ),
+    precisions = [
+        {"unet": "fp32", "text_encoder": "fp32", "vae": "fp32"},
+        {"unet": "bnb_nf4", "text_encoder": "fp32", "vae": "fp32"},
+        {"unet": "bnb_nf4", "text_encoder": "bnb_int8", "vae": "fp32"},
     ]
     names = ["quality", "balanced", "minimal"]
-    tiers = [
-        Tier(name=n, plan=p, metrics=metrics(peak, peak / 3, latency, 30 - i))
-        for i, (n, p, peak, latency) in enumerate(zip(names, plans, peaks, latencies, strict=True))
-    ]
+    n = len(peaks)
+    clips = clips or tuple(30.0 - i for i in range(n))
+    steps = steps or (2,) * n
+    tiers = []
+    for i in range(n):
+        curve = [
+            StepPoint(steps=s, latency_s=t, clip_score=clips[i])
+            for s, t in (curves or ((),) * n)[i]
+        ]
+        tiers.append(
+            Tier(
+                name=names[i],
+                plan=PipelinePlan(precisions=precisions[i], steps=steps[i]),
+                metrics=metrics(peaks[i], peaks[i] / 3, latencies[i], clips[i]),
+                steps_curve=curve,
+                min_steps=(min_steps or (None,) * n)[i],
+            )
+        )
+    tiers = [tiers[i] for i in order] if order else tiers
+    height, width = size if size else (None, None)
     return Profile(
         autoq_version="0.1.0",
         created=datetime.now(timezone.utc),
         fingerprint=fingerprint(bench=False),
         model=ModelIdentity(
             source="zoo:shapes",
-            content_hash=folder_hash(pipeline_folder("zoo:shapes")),
+            content_hash=content_hash or folder_hash(pipeline_folder("zoo:shapes")),
             pipeline_class="StableDiffusionPipeline",
         ),
         constraints=Constraints(),
         prompts=["a red circle"],
         seeds=[0],
         guidance_scale=5.0,
-        reference=tiers[0].model_copy(update={"name": "reference"}),
+        height=height,
+        width=width,
+        reference=max(tiers, key=lambda t: t.metrics.clip_score).model_copy(
+            update={"name": "reference"}
+        ),
         tiers=tiers,
         study=StudyInfo(
             storage="sqlite://",

@@ -1,19 +1,22 @@
-"""The default policy on scripted signals: fast down, slow up, no flapping."""
+"""The default policy on scripted signals: chosen by measured cost, fast down, slow up,
+steps before components, no flapping."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import random
 
 import pytest
 
 from autoq.errors import ConfigError
-from autoq.runtime import DefaultPolicy, Signals, TierView
+from autoq.runtime import DefaultPolicy, RequestShape, Signals, TierView, predict_latency
 
 MiB = 2**20
 TIERS = [
-    TierView("quality", 300 * MiB, 100 * MiB, 0.20),
-    TierView("balanced", 120 * MiB, 40 * MiB, 0.10),
-    TierView("minimal", 60 * MiB, 20 * MiB, 0.05),
+    TierView("quality", 300 * MiB, 100 * MiB, 0.20, clip_score=30),
+    TierView("balanced", 120 * MiB, 40 * MiB, 0.10, clip_score=29),
+    TierView("minimal", 60 * MiB, 20 * MiB, 0.05, clip_score=28),
 ]
 
 
@@ -21,11 +24,16 @@ def mem(mib: float, **load: float) -> Signals:
     return Signals(available_memory_bytes=int(mib * MiB), **load)  # type: ignore[arg-type]
 
 
-def run(policy: DefaultPolicy, samples: list[tuple[float, Signals]], start: int = 0) -> list[str]:
+def run(
+    policy: DefaultPolicy,
+    samples: list[tuple[float, Signals]],
+    start: int = 0,
+    tiers: list[TierView] = TIERS,
+) -> list[str]:
     current, served = start, []
     for now, signals in samples:
-        current = policy.decide(TIERS, current, signals, now).tier
-        served.append(TIERS[current].name)
+        current = policy.decide(tiers, current, signals, now).tier
+        served.append(tiers[current].name)
     return served
 
 
@@ -54,13 +62,109 @@ def test_latency_slo_with_queue_follows_littles_law() -> None:
     assert run(policy, [(1, mem(1000, queue_depth=3))]) == ["balanced"]  # 0.2 x 4 > 0.5
     # Observed twice as slow as profiled: even "balanced" misses the SLO with 2 waiting.
     assert run(policy, [(2, mem(1000, queue_depth=2, latency_ratio=2.0))]) == ["minimal"]
+    # Two generation slots drain the queue twice as fast.
+    assert run(policy, [(3, mem(1000, queue_depth=3, slots=2))]) == ["quality"]  # 0.2 x 2
 
 
-def test_nothing_fits_serves_the_lowest_and_skips_cooling_tiers() -> None:
+def test_predicted_completion_is_cost_times_requests_ahead_per_slot() -> None:
+    assert predict_latency(0.5, ahead=0) == 0.5
+    assert predict_latency(0.5, ahead=3) == 2.0
+    assert predict_latency(0.5, ahead=3, slots=2) == 1.0
+
+
+# The committed shapes profile's shape: list order is not cost order. The best-quality
+# tier is also the fastest; the last tier is the smallest but the slowest.
+SHUFFLED = [
+    TierView("quality", 40 * MiB, 15 * MiB, 0.46, clip_score=75),
+    TierView("balanced", 200 * MiB, 60 * MiB, 0.20, clip_score=72),
+    TierView("balanced-2", 120 * MiB, 40 * MiB, 1.57, clip_score=71),
+    TierView("minimal", 30 * MiB, 10 * MiB, 0.77, clip_score=68),
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_choices_follow_measured_cost_whatever_the_list_order(seed: int) -> None:
+    tiers = SHUFFLED[:]
+    random.Random(seed).shuffle(tiers)
+    name = [t.name for t in tiers].index
+
+    def choose(signals: Signals, slo_s: float | None, current: str = "quality") -> str:
+        decision = DefaultPolicy(slo_s=slo_s, dwell_s=0).decide(tiers, name(current), signals, 0.0)
+        return tiers[decision.tier].name
+
+    # Plenty of everything: the best measured quality, wherever it sits in the list.
+    assert choose(mem(10_000), slo_s=None) == "quality"
+    # Latency pressure: best that meets the SLO (balanced, 0.2 x 3 = 0.6 s) ...
+    assert choose(mem(10_000, queue_depth=2), slo_s=0.9) == "balanced"
+    # ... and when none meets it, the fastest, not the last in the list.
+    assert choose(mem(10_000, queue_depth=9), slo_s=0.9) == "balanced"
+    # Memory pressure: the best that fits (quality, 40 MiB), not the next in the list ...
+    assert choose(mem(60), slo_s=None, current="balanced") == "quality"
+    # ... and when none fits, the smallest.
+    assert choose(mem(1), slo_s=None) == "minimal"
+
+
+def test_excluded_tiers_are_skipped_by_cost_not_position() -> None:
     policy = DefaultPolicy(dwell_s=0)
-    assert run(policy, [(0, mem(1))]) == ["minimal"]
-    decision = policy.decide(TIERS, 0, mem(1000), 1, excluded=frozenset({0}))
-    assert TIERS[decision.tier].name == "balanced"
+    decision = policy.decide(SHUFFLED, 0, mem(10_000), 1, excluded=frozenset({0}))
+    assert SHUFFLED[decision.tier].name == "balanced"  # next best quality
+    decision = policy.decide(SHUFFLED, 0, mem(1), 1, excluded=frozenset({3}))
+    assert SHUFFLED[decision.tier].name == "quality"  # smallest that is not cooling down
+
+
+# Steps dial: "quality" at 20 steps costs 1.0 s, 0.4 s at 8 (its min_steps).
+DIALED = [
+    TierView("quality", 100 * MiB, 30 * MiB, 1.0, clip_score=70, steps=20, min_steps=8,
+             curve=((8, 0.4), (12, 0.6))),
+    TierView("balanced", 100 * MiB, 30 * MiB, 0.5, clip_score=69, steps=20),
+    TierView("minimal", 100 * MiB, 30 * MiB, 0.2, clip_score=60, steps=10),
+]  # fmt: skip
+
+
+def test_steps_turn_down_within_the_floor_before_components_switch() -> None:
+    policy = DefaultPolicy(slo_s=1.0, dwell_s=0)
+
+    def served(queue: int) -> tuple[str, int | None]:
+        d = policy.decide(DIALED, 0, mem(10_000, queue_depth=queue), 0.0)
+        return DIALED[d.tier].name, d.steps
+
+    assert served(0) == ("quality", 20)
+    # Two in line: needs <= 0.5 s each: 10 steps on the curve (0.4 + 2 x 0.05).
+    assert served(1) == ("quality", 10)
+    # Three in line: needs <= 0.33 s, below what 8 steps (the floor) costs: switch.
+    assert served(2) == ("minimal", 10)
+    for queue in range(8):
+        tier, steps = served(queue)
+        if tier == "quality":
+            assert steps is not None and 8 <= steps <= 20
+
+
+def test_explicit_steps_are_honoured_never_dialed() -> None:
+    policy = DefaultPolicy(slo_s=1.0, dwell_s=0)
+    d = policy.decide(DIALED, 0, mem(10_000, queue_depth=1), 0.0, request=RequestShape(steps=20))
+    # quality at 20 steps behind one request: 2.0 s; balanced at 20 steps: 1.0 s.
+    assert (DIALED[d.tier].name, d.steps) == ("balanced", 20)
+
+
+def test_cost_interpolates_the_curve_and_scales_with_pixels() -> None:
+    quality = DIALED[0]
+    assert quality.cost(8) == pytest.approx(0.4)
+    assert quality.cost(16) == pytest.approx(0.8)  # between 12 (0.6) and 20 (1.0)
+    assert quality.cost(4) == pytest.approx(0.2)  # below the curve: proportional
+    assert quality.cost(40) == pytest.approx(2.0)  # above it: proportional
+    sized = TierView("s", 1, 0, 1.0, steps=20, pixels=256 * 256)
+    assert sized.cost(10, pixels=512 * 512) == pytest.approx(2.0)  # half steps, 4x pixels
+    # A tier without a curve has no dial below its own steps, whatever min_steps says.
+    assert list(TierView("s", 1, 0, 1.0, steps=20, min_steps=4).dial) == [20]
+    assert list(quality.dial) == list(range(20, 7, -1))
+
+
+def test_a_large_request_moves_to_a_tier_whose_cost_fits_its_size() -> None:
+    policy = DefaultPolicy(slo_s=2.0, dwell_s=0)
+    tiers = [dataclasses.replace(t, pixels=64 * 64) for t in DIALED]
+    d = policy.decide(tiers, 0, mem(10_000), 0.0, request=RequestShape(pixels=128 * 128))
+    # 4x the pixels: quality costs 1.6 s at 8 steps, ... 2.0 s at 10 steps.
+    assert (tiers[d.tier].name, d.steps) == ("quality", 10)
 
 
 def test_policy_rejects_nonsense_settings() -> None:
@@ -68,3 +172,15 @@ def test_policy_rejects_nonsense_settings() -> None:
         DefaultPolicy(slo_s=0)
     with pytest.raises(ConfigError, match="reserve"):
         DefaultPolicy(reserve_fraction=1.5)
+
+
+def test_under_sustained_arrivals_the_tier_must_keep_up_not_only_meet_the_slo() -> None:
+    policy = DefaultPolicy(slo_s=100.0, dwell_s=0)
+
+    def served(arrival_rps: float) -> tuple[str, int | None]:
+        d = policy.decide(DIALED, 0, mem(10_000, arrival_rps=arrival_rps), 0.0)
+        return DIALED[d.tier].name, d.steps
+
+    assert served(0.5) == ("quality", 20)  # 0.5/s x 1.0 s: half busy
+    assert served(2.0) == ("quality", 9)  # 2/s x 0.45 s = 0.9 of the slot
+    assert served(3.0) == ("minimal", 10)  # 3/s x 0.2 s; quality at 8 steps: 1.2

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from autoq.errors import ConfigError
 from autoq.runtime import AdaptivePipeline, DefaultPolicy, ScriptedMonitor, Signals
 from autoq.serve import create_app
 from tests.runtime.conftest import MiB, make_profile
@@ -101,6 +102,7 @@ def test_tiers_health_ready_metrics_and_openapi(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["ready"] is True
     text = client.get("/metrics").text
+    assert 'autoq_generations_total{steps="1",tier="quality"}' in text
     for name in ("autoq_requests_total", "autoq_request_latency_seconds_bucket",
                  "autoq_current_tier", "autoq_tier_switches", "autoq_oom_retries",
                  "autoq_queue_depth", "autoq_rejections"):  # fmt: skip
@@ -109,11 +111,110 @@ def test_tiers_health_ready_metrics_and_openapi(client: TestClient) -> None:
 
 
 def test_api_key_is_required_when_set() -> None:
-    client = TestClient(create_app(runtime(), api_key="s3cret"))
+    client = TestClient(create_app(instant_pipeline(), api_key="s3cret-key"))
     assert client.get("/tiers").status_code == 401
     assert client.get("/tiers", headers={"x-api-key": "wrong"}).status_code == 401
-    assert client.get("/tiers", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/tiers", headers={"x-api-key": "s3cret-key"}).status_code == 200
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        headers = {"Authorization": f"{scheme} s3cret-key"}
+        assert client.get("/tiers", headers=headers).status_code == 200
+    # A bare key in Authorization is no credential, on every path.
+    for path in ("/tiers", "/metrics"):
+        assert client.get(path, headers={"Authorization": "s3cret-key"}).status_code == 401
     assert client.get("/healthz").status_code == 200  # probes stay open
+
+
+@pytest.mark.parametrize("key", ["pässwort-123", "short", "with space inside", "tab\there-123"])
+def test_keys_that_could_never_match_are_refused_at_start(key: str) -> None:
+    with pytest.raises(ConfigError, match="printable ASCII"):
+        create_app(instant_pipeline(), api_key=key)
+
+
+def test_ready_only_after_the_serving_tier_generated() -> None:
+    client = TestClient(create_app(runtime()))
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.json()["ready"] is False
+    client.post("/generate", json={"prompt": "a red circle", "steps": 1})
+    assert client.get("/readyz").json()["ready"] is True
+
+
+def test_warm_start_is_ready_before_any_request() -> None:
+    with TestClient(create_app(runtime(), warm_all=True)) as client:
+        pipe = client.app.state.pipe  # type: ignore[attr-defined]
+        for _ in range(600):  # the warm-up runs in the background; bounded wait
+            if client.get("/readyz").status_code == 200:
+                break
+            pipe._ready.wait(0.5)
+        assert client.get("/readyz").json()["ready"] is True
+        assert pipe._warmed == {0, 1, 2}  # every tier generated once
+        assert pipe.metrics.snapshot()["requests"] == {}
+
+
+def test_admission_refuses_a_request_whose_own_cost_exceeds_the_slo() -> None:
+    pipe = instant_pipeline()
+    client = TestClient(create_app(pipe, slo_s=2.0))
+    # Profiled: minimal 0.05 s at 2 steps (the fastest); 150 steps: 3.75 s alone.
+    response = client.post("/generate", json={"prompt": "x", "steps": 150})
+    assert response.status_code == 503 and "alone" in response.json()["detail"]
+    assert int(response.headers["Retry-After"]) >= 1
+    # At 512x512 (4x the 256x256 the profile measured): 4 x 0.05 x 40 / 2 = 4 s.
+    big = client.post("/generate", json={"prompt": "x", "steps": 40, "width": 512, "height": 512})
+    assert big.status_code == 503
+    assert pipe.calls == []  # nothing was generated for either
+    ok = client.post("/generate", json={"prompt": "x", "steps": 40})
+    assert ok.status_code == 200 and ok.json()["steps"] == 40  # 2 s: within the SLO
+
+
+def test_a_disconnected_clients_queued_request_never_runs() -> None:
+    import threading
+
+    pipe = instant_pipeline()
+    gate = threading.Event()
+    pipe.gate = gate
+    app = create_app(pipe, max_queue=4)
+
+    async def scenario() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            first = asyncio.create_task(http.post("/generate", json={"prompt": "first"}))
+            while len(pipe.started) < 1:  # the worker is busy with the first request
+                await asyncio.sleep(0.01)
+            gone = asyncio.Event()
+            body = b'{"prompt": "abandoned"}'
+            sent = {"body": False}
+
+            async def receive() -> dict:
+                if not sent["body"]:
+                    sent["body"] = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await gone.wait()
+                return {"type": "http.disconnect"}
+
+            statuses: list[int] = []
+
+            async def send(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                "method": "POST", "scheme": "http", "path": "/generate", "raw_path": b"/generate",
+                "query_string": b"", "root_path": "", "server": ("t", 80), "client": ("c", 1),
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())],
+            }  # fmt: skip
+            second = asyncio.create_task(app(scope, receive, send))
+            while pipe.signals().queue_depth < 1:  # admitted and queued behind the first
+                await asyncio.sleep(0.01)
+            gone.set()  # the client goes away
+            await second
+            gate.set()
+            assert (await first).status_code == 200
+            return statuses
+
+    assert asyncio.run(scenario()) == [499]
+    assert pipe.started == ["first"]  # the abandoned request never started
+    assert "autoq_abandoned_total 1.0" in TestClient(app).get("/metrics").text
 
 
 @pytest.mark.slow
@@ -154,22 +255,39 @@ def test_burst_beyond_the_queue_gets_only_200_and_503_and_moves_tiers_down() -> 
 
 
 class _FakeOut:
-    def __init__(self, tier: str) -> None:
+    def __init__(self, tier: str, steps: int) -> None:
         self.images = [Image.new("RGB", (8, 8))]
         self.tier = tier
+        self.steps = steps
 
 
 class InstantPipeline(AdaptivePipeline):
-    """The real runtime with generation replaced: fuzzing is about the HTTP layer."""
+    """The real runtime with generation replaced: these tests are about the HTTP layer.
+    Records the prompts it started; waits on ``gate`` when one is set."""
+
+    calls: list[str]
+    gate = None
 
     def __call__(self, prompt, *, tier=None, **kwargs):
-        return _FakeOut(tier or self.tier.name)
+        self.started.append(prompt)
+        if self.gate is not None:
+            self.gate.wait(60)
+        self.calls.append(prompt)
+        return _FakeOut(tier or self.tier.name, kwargs.get("num_inference_steps", 2))
+
+    def warm(self, tiers=None) -> None:
+        self._ready.set()
+
+
+def instant_pipeline(size: tuple[int, int] = (256, 256)) -> InstantPipeline:
+    monitor = ScriptedMonitor([Signals(available_memory_bytes=10_000 * MiB)])
+    pipe = InstantPipeline.from_profile(make_profile(size=size), monitor=monitor, device="cpu")
+    pipe.calls, pipe.started = [], []
+    return pipe
 
 
 def instant_app():
-    monitor = ScriptedMonitor([Signals(available_memory_bytes=10_000 * MiB)])
-    pipe = InstantPipeline.from_profile(make_profile(), monitor=monitor, device="cpu")
-    return create_app(pipe)
+    return create_app(instant_pipeline())
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +320,46 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", instant_app())
 def test_openapi_spec_fuzzing_finds_no_server_error(case) -> None:
     response = case.call()
     assert response.status_code < 500, (case.body, response.text)
+
+
+def test_allow_mismatch_serves_a_profile_from_another_device(tmp_path) -> None:
+    from autoq.errors import ProfileMismatchError
+    from autoq.profile import write_profile
+
+    profile = make_profile()
+    identity = profile.fingerprint.identity.model_copy(update={"total_memory_bytes": 7 * 2**30})
+    other = profile.model_copy(
+        update={"fingerprint": profile.fingerprint.model_copy(update={"identity": identity})}
+    )
+    path = write_profile(other, tmp_path / "other.json")
+    with pytest.raises(ProfileMismatchError, match="total_memory_bytes"):
+        create_app(path, device="cpu")
+    app = create_app(path, device="cpu", allow_mismatch=True)
+    assert TestClient(app).get("/tiers").status_code == 200
+
+
+def test_a_body_that_never_arrives_gets_408() -> None:
+    app = create_app(instant_pipeline(), body_timeout_s=0.2)
+    statuses: list[int] = []
+
+    async def scenario() -> None:
+        never = asyncio.Event()
+
+        async def receive() -> dict:
+            await never.wait()  # the client declared a body and never sends it
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": "/generate", "raw_path": b"/generate",
+            "query_string": b"", "root_path": "", "server": ("t", 80), "client": ("c", 1),
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"20")],
+        }  # fmt: skip
+        await asyncio.wait_for(app(scope, receive, send), 30)
+
+    asyncio.run(scenario())
+    assert statuses == [408]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,12 +25,12 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_real_server_answers_generate(tmp_path: Path) -> None:
+def test_real_server_generates_cuts_slow_headers_and_drains_on_sigterm(tmp_path: Path) -> None:
     profile = write_profile(make_profile(), tmp_path / "profile.json")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "autoq.cli", "serve", "--profile", str(profile),
-         "--port", str(port), "--device", "cpu"],
+         "--port", str(port), "--device", "cpu", "--header-timeout", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
@@ -50,9 +52,27 @@ def test_real_server_answers_generate(tmp_path: Path) -> None:
         assert response.status_code == 200, response.text
         assert response.json()["tier"] in {"quality", "balanced", "minimal"}
         assert "autoq_requests_total" in httpx.get(f"{base}/metrics").text
+
+        # A client that never finishes its headers is cut off.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            assert slow.recv(1024) == b""  # closed by the server, no response
+
+        # SIGTERM while a request is in flight: it completes, then the process exits 0.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(
+                httpx.post, f"{base}/generate",
+                json={"prompt": "a red circle", "steps": 8, "seed": 2}, timeout=120,
+            )  # fmt: skip
+            while "autoq_queue_depth 1.0" not in httpx.get(f"{base}/metrics").text:
+                assert not in_flight.done(), in_flight.result().text
+            server.send_signal(signal.SIGTERM)
+            assert in_flight.result().status_code == 200
+        assert server.wait(timeout=60) == 0
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
 
 
 def test_non_loopback_bind_without_key_is_refused(tmp_path: Path) -> None:
