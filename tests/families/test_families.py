@@ -53,9 +53,9 @@ def test_half_precision_components_hand_on_fp32(family: str, family_folder: Path
 
     reference = _images(pipe)
     skip = [p for group in PROTECT_GROUPS for p in PROTECT_PRESETS[group]]
-    for i, component in enumerate(components):
-        # Mixed on purpose: neighbours in bf16, fp16, protected and not.
-        apply_precision(getattr(pipe, component), ("bf16", "fp16")[i % 2], skip=skip[: i % 3])
+    for component in components:
+        # bf16 with fp32 islands (norms, io, embeddings): the combination that used to fail.
+        apply_precision(getattr(pipe, component), "bf16", skip=skip)
         assert getattr(pipe, component).dtype == torch.float32  # what the pipeline reads
     images = _images(pipe)
     assert np.isfinite(images).all()
