@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["load_or_quantize", "weights_key"]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: modules a model keeps in fp32 (T5 `wo`) are no longer quantized
 
 
 def weights_key(

@@ -53,9 +53,9 @@ def test_half_precision_components_hand_on_fp32(family: str, family_folder: Path
 
     reference = _images(pipe)
     skip = [p for group in PROTECT_GROUPS for p in PROTECT_PRESETS[group]]
-    for i, component in enumerate(components):
-        # Mixed on purpose: neighbours in bf16, fp16, protected and not.
-        apply_precision(getattr(pipe, component), ("bf16", "fp16")[i % 2], skip=skip[: i % 3])
+    for component in components:
+        # bf16 with fp32 islands (norms, io, embeddings): the combination that used to fail.
+        apply_precision(getattr(pipe, component), "bf16", skip=skip)
         assert getattr(pipe, component).dtype == torch.float32  # what the pipeline reads
     images = _images(pipe)
     assert np.isfinite(images).all()
@@ -86,6 +86,28 @@ def test_four_bit_t5_keeps_wo_in_fp32(family: str, family_folder: Path) -> None:
     wo = [m for n, m in quantized.named_modules() if n.endswith(".wo")]
     assert wo and all(type(m) is torch.nn.Linear for m in wo)
     assert all(m.weight.dtype == torch.float32 for m in wo)
+
+
+def test_screen_catches_t5_quantized_wo(
+    family_builder: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the fp32 keep, a quantized T5 `wo` crashes (GGUF) or silently corrupts
+    (bitsandbytes 4-bit, relative error ~1.4); the screen leaves both out, with why."""
+    import autoq.backends._targets as targets
+
+    monkeypatch.setattr(targets, "keep_in_fp32", lambda module, precision: [])
+    pipe = load_pipeline(family_builder("sd3"))
+    pipe.set_progress_bar_config(disable=True)
+    result = screen(
+        pipe,
+        {"text_encoder_3": ("fp32", "gguf_q8_0", "bnb_nf4")},
+        prompt=FAMILY_PROMPTS[0],
+        guidance_scale=5.0,
+    )
+    assert result.kept == {"text_encoder_3": ("fp32",)}
+    reasons = {out.precision: out.reason for out in result.dropped}
+    assert "unsigned char" in reasons["gguf_q8_0"]  # T5 cast its activations to uint8
+    assert "exceeds its bound 0.35" in reasons["bnb_nf4"]
 
 
 def test_screen_leaves_out_what_fails_with_the_reason(
@@ -134,6 +156,8 @@ def test_short_tune_has_no_failed_trial_and_every_tier_generates(
         scorer=str(scorer_folder),
         trials=4,
         steps=(1, 2),
+        # The pairings this family test is about; the screen tests cover the rest.
+        precisions=("fp32", "bf16", "fp16", "gguf_q4_0", "bnb_nf4", "quanto_int8"),
         prompts=FAMILY_PROMPTS[:2],
         n_prompts=2,
         profiles_dir=tmp_path / "profiles",
