@@ -31,10 +31,14 @@ __all__ = ["TuneResult", "export_profile", "write_study_profile"]
 class TuneResult:
     """What a tune produced: the profile file and its parsed content."""
 
-    def __init__(self, path: Path, profile: Profile, interrupted: bool) -> None:
+    def __init__(
+        self, path: Path, profile: Profile, interrupted: bool, signal_name: str | None = None
+    ) -> None:
         self.path = path
         self.profile = profile
         self.interrupted = interrupted
+        self.signal_name = signal_name
+        """``SIGINT`` or ``SIGTERM`` when a signal stopped the tune."""
 
 
 def write_study_profile(
@@ -101,6 +105,8 @@ def write_study_profile(
         prompts=attrs["prompts"],
         seeds=attrs["seeds"],
         guidance_scale=attrs["guidance_scale"],
+        height=attrs.get("height"),
+        width=attrs.get("width"),
         reference=Tier(
             name="reference",
             plan=PipelinePlan.model_validate(attrs["reference"]["plan"]),
