@@ -31,12 +31,13 @@ def start(profiles: Path) -> subprocess.Popen[str]:
 
 
 def stop_while_measuring(worker: subprocess.Popen[str], signum: int) -> tuple[int, str]:
-    """Send ``signum`` once the worker logs the start of a measured trial."""
+    """Send ``signum`` once the worker, having measured a trial, starts measuring another."""
     assert worker.stderr is not None
-    seen = []
+    seen, done = [], False
     for line in worker.stderr:
         seen.append(line)
-        if '"event": "trial_start"' in line:
+        done = done or '"event": "trial_done"' in line
+        if done and '"event": "trial_start"' in line:
             worker.send_signal(signum)
             break
     out, err = worker.communicate(timeout=600)
@@ -49,25 +50,22 @@ def test_signals_map_to_the_shell_exit_codes() -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_and_kill_then_rerun_measure_no_plan_twice(tmp_path: Path) -> None:
-    code, log = stop_while_measuring(start(tmp_path), signal.SIGTERM)
-    assert code == 143, log
-    profile = json.loads(next(tmp_path.glob("shapes-*.json")).read_text())
-    assert (profile["height"], profile["width"]) == (32, 32)  # the size it was measured at
-
+def test_kill_then_sigterm_then_rerun_measure_no_plan_twice(tmp_path: Path) -> None:
     code, log = stop_while_measuring(start(tmp_path), signal.SIGKILL)
     assert code == -signal.SIGKILL, log
 
-    rerun = start(tmp_path)
-    _, err = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, err
+    code, log = stop_while_measuring(start(tmp_path), signal.SIGTERM)
+    assert code == 143, log
+    profile = json.loads(next(tmp_path.glob("shapes-*.json")).read_text())
+    assert profile["tiers"]  # written from the trials done before SIGTERM
+    assert (profile["height"], profile["width"]) == (32, 32)  # the size it was measured at
 
     storage = f"sqlite:///{next(tmp_path.glob('*.optuna.db'))}"
     (name,) = optuna.get_all_study_names(storage)
     trials = optuna.load_study(study_name=name, storage=storage).trials
     measured = [str(t.user_attrs["plan"]) for t in trials if outcome(t) == "measured"]
-    assert len(measured) == 4 and len(set(measured)) == 4  # no plan measured twice
-    stopped = {t.user_attrs.get("interrupted") for t in trials if t.state.name == "FAIL"}
+    assert len(measured) >= 2 and len(set(measured)) == len(measured)  # none measured twice
+    stopped = [str(t.user_attrs.get("interrupted")) for t in trials if t.state.name == "FAIL"]
     assert "SIGTERM received" in stopped  # the trial SIGTERM cut short, failed with why
-    assert any("died" in str(reason) for reason in stopped)  # the kill -9 one, by the rerun
+    assert any("died" in reason for reason in stopped)  # the kill -9 one, found by the rerun
     assert not [t for t in trials if t.state.name == "RUNNING"]
