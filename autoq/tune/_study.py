@@ -68,9 +68,11 @@ def _check_identity(
         return
     stem = study.study_name.rsplit("-", 1)[0]
     older = [
-        name
-        for name in optuna.get_all_study_names(study._storage)
-        if name != study.study_name and (name == stem or name.startswith(f"{stem}-"))
+        summary.study_name
+        for summary in optuna.get_all_study_summaries(study._storage, include_best_trial=False)
+        if summary.study_name != study.study_name
+        and (summary.study_name == stem or summary.study_name.startswith(f"{stem}-"))
+        and summary.user_attrs.get("model", {}).get("content_hash") != identity.content_hash
     ]
     if older:
         log.warning(
