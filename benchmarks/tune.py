@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from autoq._logging import configure
 from autoq.pipeline import PipelinePlan
 from autoq.tune import SearchSpace, TuneConfig, tune
 from autoq.tune._optuna import DIRECTIONS
@@ -141,6 +142,7 @@ def samplers(seeds: int) -> dict:
         "random": lambda s: sampler("random", s, budget, space),
     }
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    configure(level="WARNING")  # one line per trial would drown the table
     out = {"grid_trials": len(table), "budget": budget, "grid_hv": grid_hv, "samplers": {}}
     for corners in (True, False):
         for name, make in makers.items():

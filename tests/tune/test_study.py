@@ -212,8 +212,10 @@ def test_a_study_of_another_model_is_not_resumed() -> None:
         source="other/shapes", content_hash="bbbb", pipeline_class="PixArtSigmaPipeline"
     )
     with pytest.raises(ConfigError, match="another model"):
-        _check_identity(_study_of(SHAPES), other, "sqlite://", explicit=True)
-    _check_identity(_study_of(SHAPES), SHAPES, "sqlite://", explicit=True)  # same model: fine
+        _check_identity(_study_of(SHAPES), other, explicit=True)
+    _check_identity(_study_of(SHAPES), SHAPES, explicit=True)  # same model: fine
+    with pytest.raises(ConfigError, match="height x width"):
+        _check_identity(_study_of(SHAPES), SHAPES, explicit=True, size=(64, 64))
 
 
 def test_changed_weights_start_a_new_study_and_say_so() -> None:
@@ -225,7 +227,7 @@ def test_changed_weights_start_a_new_study_and_say_so() -> None:
         storage=old._storage, study_name="shapes-fp-cccc", directions=["maximize"]
     )
     with capture_logs() as logs:
-        _check_identity(new, changed, "sqlite://", explicit=False)
+        _check_identity(new, changed, explicit=False)
     said = [entry for entry in logs if entry["event"] == "model_changed"]
     assert len(said) == 1 and said[0]["earlier"] == ["shapes-fp-aaaa"]
 
