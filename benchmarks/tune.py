@@ -36,6 +36,8 @@ from autoq.tune._optuna import DIRECTIONS
 from autoq.tune._search import Search
 
 RESULTS = Path("benchmarks/results")
+# The sampler grid: 4 precisions ** 3 components x 2 step counts = 128 plans, one prompt
+# each (it is measured once, then replayed; its latencies carry the machine's noise).
 REDUCED = {
     "precisions": ("fp32", "bnb_int8", "bnb_nf4", "quanto_int4"),
     "steps": (4, 8),
@@ -170,7 +172,11 @@ def samplers(seeds: int) -> dict:
 
 def overhead() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        config = TuneConfig.create(profiles_dir=tmp, trials=20, **REDUCED)
+        config = TuneConfig.create(
+            profiles_dir=tmp,
+            trials=20,
+            **{**REDUCED, "n_prompts": 4, "steps": (8, 16), "step_size": 8},
+        )
         result = tune(config)
         storage = f"sqlite:///{Path(tmp) / (result.path.stem + '.optuna.db')}"
         study = optuna.load_study(study_name=result.profile.study.study_name, storage=storage)
@@ -195,7 +201,16 @@ def main() -> None:
         result = samplers(args.seeds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"tune-{args.what}.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    if args.what == "samplers":
+        print(f"{result['budget']} distinct measured plans of {result['grid_trials']}, "
+              f"{args.seeds} seeds\n")  # fmt: skip
+        print("| sampler | mean hypervolume vs grid | seeds >= 0.95 | trials asked |")
+        print("|---|---:|---:|---:|")
+        for name, row in result["samplers"].items():
+            print(f"| {name} | {row['mean_hv_ratio']:.3f} | {row['seeds_at_95']:.0%} | "
+                  f"{row['mean_trials_asked']:.1f} |")  # fmt: skip
+    else:
+        print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
