@@ -2,7 +2,8 @@
 
 from autoq.tune._config import Sampler, TuneConfig, parse_size, read_prompts
 from autoq.tune._space import PROTECT_GROUPS, SearchSpace
-from autoq.tune._study import TuneResult, export_profile, tune
+from autoq.tune._study import tune
+from autoq.tune._write import TuneResult, export_profile
 
 __all__ = [
     "PROTECT_GROUPS",

@@ -6,12 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from autoq.errors import ConfigError
 from autoq.pipeline import PipelinePlan
 
 if TYPE_CHECKING:
     import optuna
+    import torch
 
-__all__ = ["PROTECT_GROUPS", "SearchSpace"]
+    from autoq.pipeline import LoadedModel
+    from autoq.tune._config import TuneConfig
+
+__all__ = ["PROTECT_GROUPS", "SearchSpace", "build_space"]
 
 PROTECT_GROUPS = ("norms", "io", "embeddings")
 """What a component's "protect" toggle keeps at full precision."""
@@ -79,3 +84,31 @@ class SearchSpace:
         """The highest-precision plan: fp32 everywhere, the most steps, the model's scheduler."""
         precisions = dict.fromkeys(self.precisions, "fp32")
         return PipelinePlan(precisions=precisions, steps=self.steps[1], scheduler="default")
+
+
+def build_space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -> SearchSpace:
+    from autoq.backends import available_precisions
+    from autoq.pipeline import compatible_schedulers, module_components
+
+    usable = available_precisions(device)
+    wanted = list(config.precisions) if config.precisions else usable
+    unusable = [p for p in wanted if p not in usable]
+    if unusable:
+        raise ConfigError(
+            f"Precision(s) {unusable} are not usable on {device}; "
+            "`autoq backends` lists the usable ones and why the others are not."
+        )
+    options = tuple(p for p in usable if p in wanted)
+    schedulers = compatible_schedulers(loaded.pipe)
+    if config.schedulers:
+        bad = [s for s in config.schedulers if s not in schedulers]
+        if bad:
+            raise ConfigError(f"Scheduler(s) {bad} do not fit this model; valid: {schedulers}.")
+        schedulers = list(config.schedulers)
+    return SearchSpace(
+        precisions={name: options for name in module_components(loaded.pipe)},
+        steps=config.steps or (10, 30),
+        step_size=config.step_size,
+        schedulers=tuple(schedulers),
+        protect=config.protect,
+    )

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from autoq.errors import ConfigError
 from autoq.profile import read_profile, write_report
-from autoq.tune import _study, tune
+from autoq.tune import _objective, tune
 from tests.tune.conftest import fast_config
 
 
@@ -84,7 +84,7 @@ def test_rerun_resumes_without_losing_or_repeating_trials(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_interrupted_tune_writes_profile_and_resumes(tmp_path: Path, monkeypatch) -> None:
-    real = _study._Tuner.measure
+    real = _objective.Tuner.measure
     calls = {"n": 0}
 
     def stop_on_third(self, plan, reference):
@@ -93,13 +93,13 @@ def test_interrupted_tune_writes_profile_and_resumes(tmp_path: Path, monkeypatch
             raise KeyboardInterrupt
         return real(self, plan, reference)
 
-    monkeypatch.setattr(_study._Tuner, "measure", stop_on_third)
+    monkeypatch.setattr(_objective.Tuner, "measure", stop_on_third)
     config = fast_config(tmp_path, trials=3, precisions=("fp32", "ao_int8wo"))
     interrupted = tune(config)
     assert interrupted.interrupted
     assert read_profile(interrupted.path).study.trials_completed == 1
 
-    monkeypatch.setattr(_study._Tuner, "measure", real)
+    monkeypatch.setattr(_objective.Tuner, "measure", real)
     resumed = tune(config)
     assert not resumed.interrupted
     assert resumed.profile.study.trials_completed == 3  # the interrupted one is redone
@@ -107,7 +107,7 @@ def test_interrupted_tune_writes_profile_and_resumes(tmp_path: Path, monkeypatch
 
 @pytest.mark.slow
 def test_a_trial_that_raises_does_not_stop_the_study(tmp_path: Path, monkeypatch) -> None:
-    real = _study._Tuner.measure
+    real = _objective.Tuner.measure
     calls = {"n": 0}
 
     def fail_second_trial(self, plan, reference):
@@ -116,7 +116,7 @@ def test_a_trial_that_raises_does_not_stop_the_study(tmp_path: Path, monkeypatch
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(self, plan, reference)
 
-    monkeypatch.setattr(_study._Tuner, "measure", fail_second_trial)
+    monkeypatch.setattr(_objective.Tuner, "measure", fail_second_trial)
     result = tune(fast_config(tmp_path, trials=3, precisions=("fp32", "ao_int8wo")))
     storage = f"sqlite:///{tmp_path / (result.path.stem + '.optuna.db')}"
     trials = optuna.load_study(study_name=result.profile.study.study_name, storage=storage).trials

@@ -1,0 +1,239 @@
+"""One worker's objective: build a plan from a trial, measure it, record the result."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoq._logging import get_logger
+from autoq.errors import ConfigError
+from autoq.pipeline import PipelinePlan
+from autoq.profile import Constraints, Metrics
+from autoq.tune._config import TuneConfig
+from autoq.tune._measure import TooSlowError
+from autoq.tune._optuna import CONSTRAINTS
+from autoq.tune._space import build_space
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+    from PIL.Image import Image
+
+    from autoq.device import Fingerprint
+    from autoq.pipeline import LoadedModel
+
+__all__ = ["Tuner"]
+
+log = get_logger("autoq.tune")
+
+
+def _save_images(images: list[Image], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        image.save(folder / f"{i:02d}.png")
+
+
+def _load_images(folder: Path, count: int) -> list[Image] | None:
+    from PIL import Image as PILImage
+
+    paths = [folder / f"{i:02d}.png" for i in range(count)]
+    if not all(p.is_file() for p in paths):
+        return None
+    return [PILImage.open(p).convert("RGB") for p in paths]
+
+
+class Tuner:
+    """One worker's view of the study: builds plans, measures them, records results."""
+
+    def __init__(
+        self,
+        config: TuneConfig,
+        loaded: LoadedModel,
+        device: torch.device,
+        fingerprint: Fingerprint,
+        workdir: Path,
+    ) -> None:
+        from autoq.backends import weight_bytes
+        from autoq.device import available_memory
+        from autoq.pipeline import ComponentCache, module_components
+
+        self.config = config
+        self.loaded = loaded
+        self.device = device
+        self.fingerprint = fingerprint
+        self.workdir = workdir
+        loaded.pipe.to(device)
+        loaded.pipe.set_progress_bar_config(disable=True)
+        self.space = build_space(config, loaded, device)
+        prompts = list(config.prompts or loaded.default_prompts or [])
+        if not prompts:
+            raise ConfigError("This model has no default prompts; pass --prompts FILE.")
+        self.prompts = prompts[: config.n_prompts]
+        self.seeds = [config.seed + i for i in range(len(self.prompts))]
+        self.guidance = (
+            config.guidance_scale if config.guidance_scale is not None else loaded.default_guidance
+        )
+        self.constraints = Constraints(
+            max_memory_bytes=config.max_memory_bytes,
+            max_latency_s=config.max_latency_s,
+            min_clip_score=config.min_clip_score,
+            max_clip_drop_pct=config.max_clip_drop_pct,
+        )
+        self.base_modules = module_components(loaded.pipe)
+        base_bytes = sum(weight_bytes(m) for m in self.base_modules.values())
+        budget = config.cache_bytes or max(4 * base_bytes, available_memory() // 4)
+        self.cache = ComponentCache(loaded.pipe, budget, model_hash=loaded.identity.content_hash)
+        self._estimates: dict[tuple[str, str], float] = {}
+        self.reference: Metrics | None = None
+        self.reference_plan = self.space.reference()
+        self.reference_images: list[Image] | None = None
+
+    # -- measurement ---------------------------------------------------------------
+
+    def measure(
+        self, plan: PipelinePlan, reference: list[Image] | None
+    ) -> tuple[Metrics, list[Image], float]:
+        from autoq.pipeline import assemble
+        from autoq.tune._measure import measure_pipeline
+
+        pipe = assemble(self.cache, plan)
+        limit = self.config.max_latency_s
+        return measure_pipeline(
+            pipe,
+            give_up_after_s=2 * limit if limit is not None and reference is not None else None,
+            prompts=self.prompts,
+            seeds=self.seeds,
+            steps=plan.steps,
+            guidance_scale=self.guidance,
+            scorer=self.loaded.scorer,
+            device=self.device,
+            reference=reference,
+        )
+
+    def ensure_reference(self, study: optuna.Study) -> Metrics:
+        """Measure the reference plan once per study; later runs reuse it and its images."""
+        folder = self.workdir / "reference"
+        stored = study.user_attrs.get("reference")
+        images = _load_images(folder, len(self.prompts))
+        if stored is not None and images is not None:
+            self.reference = Metrics.model_validate(stored["metrics"])
+            self.reference_images = images
+            return self.reference
+        log.info("reference_start", plan=self.reference_plan.describe())
+        metrics, images, _ = self.measure(self.reference_plan, None)
+        _save_images(images, folder)
+        study.set_user_attr(
+            "reference",
+            {"metrics": metrics.model_dump(), "plan": self.reference_plan.model_dump(mode="json")},
+        )
+        self.reference, self.reference_images = metrics, images
+        log.info("reference_done", **metrics.model_dump())
+        return metrics
+
+    def estimate_weight_bytes(self, plan: PipelinePlan) -> float:
+        """Weights of ``plan`` from layer shapes and storage formats, without building it."""
+        from autoq.backends import get_precision, targets_for, weight_bytes
+
+        total = 0.0
+        for name, precision in plan.precisions.items():
+            key = (name, precision)
+            if key not in self._estimates:
+                module, spec = self.base_modules[name], get_precision(precision)
+                targets = targets_for(module, spec)
+                if spec.is_float_cast:
+                    self._estimates[key] = weight_bytes(module) * spec.weight_bits / 32
+                else:
+                    weights: list[Any] = [m.weight for _, m in targets]
+                    shapes = [tuple(w.shape) for w in weights]
+                    full = sum(4 * _numel(s) for s in shapes)
+                    packed = sum(spec.expected_bytes(s) for s in shapes)
+                    self._estimates[key] = weight_bytes(module) - full + packed
+            total += self._estimates[key]
+        return total
+
+    # -- the objective ---------------------------------------------------------------
+
+    def _constrain(self, trial: optuna.Trial, metrics: Metrics) -> list[float]:
+        reference = self.reference or self.ensure_reference(trial.study)
+        violations = self.constraints.violations(metrics, reference.clip_score)
+        for key, value in zip(CONSTRAINTS, violations, strict=True):
+            trial.set_constraint(key, value)
+        return violations
+
+    def objective(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        import optuna
+
+        started = time.perf_counter()
+        plan = self.space.suggest(trial)
+        plan_json = plan.model_dump(mode="json")
+        trial.set_user_attr("plan", plan_json)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        same = _measured_twin(trial.study, plan_json)
+        if same is not None:  # a sampler may propose a plan again: reuse, don't re-measure
+            for key in ("metrics", "images"):
+                trial.set_user_attr(key, same.user_attrs[key])
+            trial.set_user_attr("twin_of", same.number)
+            self._constrain(trial, Metrics.model_validate(same.user_attrs["metrics"]))
+            clip, latency, memory = same.values
+            return clip, latency, memory
+        estimate = self.estimate_weight_bytes(plan)
+        budget = self.config.max_memory_bytes
+        if budget is not None and estimate > budget:
+            reason = f"estimated weights {estimate / 2**20:.1f} MiB exceed the memory budget"
+            trial.set_user_attr("pruned", reason)
+            raise optuna.TrialPruned(reason)
+        try:
+            metrics, images, generation_s = self.measure(plan, self.reference_images)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        except TooSlowError as slow:
+            # Measured, not estimated: the warm-up alone was twice the latency limit.
+            trial.set_user_attr("pruned", str(slow))
+            raise optuna.TrialPruned(str(slow)) from None
+        except Exception as exc:
+            from autoq.device import release_memory
+
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            log.warning("trial_failed", trial=trial.number, plan=plan.describe(), error=str(exc))
+            release_memory(self.device)
+            raise
+        folder = self.workdir / "trials" / f"{trial.number:04d}"
+        _save_images(images, folder)
+        trial.set_user_attr("metrics", metrics.model_dump())
+        trial.set_user_attr("images", str(folder))
+        trial.set_user_attr(
+            "timing", {"trial_s": time.perf_counter() - started, "generation_s": generation_s}
+        )
+        violations = self._constrain(trial, metrics)
+        log.info(
+            "trial_done",
+            trial=trial.number,
+            plan=plan.describe(),
+            clip=round(metrics.clip_score, 2),
+            latency_s=round(metrics.latency_s, 3),
+            peak_mib=round(metrics.peak_memory_bytes / 2**20, 1),
+            feasible=all(v <= 0 for v in violations),
+        )
+        return metrics.clip_score, metrics.latency_s, metrics.peak_memory_bytes / 2**20
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _measured_twin(
+    study: optuna.Study, plan_json: dict[str, Any]
+) -> optuna.trial.FrozenTrial | None:
+    from optuna.trial import TrialState
+
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.user_attrs.get("plan") == plan_json and "metrics" in other.user_attrs:
+            return other
+    return None
