@@ -13,14 +13,14 @@ from autoq.errors import ConfigError
 from autoq.pipeline import PipelinePlan
 from autoq.profile import Constraints, Metrics
 from autoq.tune._config import TuneConfig
-from autoq.tune._measure import TooSlowError
+from autoq.tune._evaluate import Evaluator, Measured
+from autoq.tune._measure import EvalSet, TooSlowError
 from autoq.tune._optuna import CONSTRAINTS
 from autoq.tune._space import build_space
 
 if TYPE_CHECKING:
     import optuna
     import torch
-    from PIL.Image import Image
 
     from autoq.device import Fingerprint
     from autoq.pipeline import LoadedModel
@@ -28,21 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["Tuner"]
 
 log = get_logger("autoq.tune")
-
-
-def _save_images(images: list[Image], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(images):
-        image.save(folder / f"{i:02d}.png")
-
-
-def _load_images(folder: Path, count: int) -> list[Image] | None:
-    from PIL import Image as PILImage
-
-    paths = [folder / f"{i:02d}.png" for i in range(count)]
-    if not all(p.is_file() for p in paths):
-        return None
-    return [PILImage.open(p).convert("RGB") for p in paths]
 
 
 class Tuner:
@@ -71,8 +56,9 @@ class Tuner:
         prompts = list(config.prompts or loaded.default_prompts or [])
         if not prompts:
             raise ConfigError("This model has no default prompts; pass --prompts FILE.")
-        self.prompts = prompts[: config.n_prompts]
-        self.seeds = [config.seed + i for i in range(len(self.prompts))]
+        self.evalset = EvalSet.build(prompts, config.n_prompts, config.seed)
+        self.prompts = list(self.evalset.prompts)
+        self.seeds = list(self.evalset.seeds)
         self.guidance = (
             config.guidance_scale if config.guidance_scale is not None else loaded.default_guidance
         )
@@ -89,49 +75,33 @@ class Tuner:
         self._estimates: dict[tuple[str, str], float] = {}
         self.reference: Metrics | None = None
         self.reference_plan = self.space.reference()
-        self.reference_images: list[Image] | None = None
+        self.evaluator = Evaluator(
+            self.cache,
+            self.evalset,
+            scorer=loaded.scorer,
+            device=device,
+            guidance_scale=self.guidance,
+            workdir=workdir,
+            reference_plan=self.reference_plan,
+        )
 
     # -- measurement ---------------------------------------------------------------
 
-    def measure(
-        self, plan: PipelinePlan, reference: list[Image] | None
-    ) -> tuple[Metrics, list[Image], float]:
-        from autoq.pipeline import assemble
-        from autoq.tune._measure import measure_pipeline
+    def measure(self, plan: PipelinePlan, folder: Path, study: optuna.Study) -> Measured:
+        """Screen ``plan`` (see `autoq.tune._evaluate`): its images go to ``folder``.
 
-        pipe = assemble(self.cache, plan)
+        Raises:
+            TooSlowError: A warm generation already took twice ``--max-latency``.
+        """
         limit = self.config.max_latency_s
-        return measure_pipeline(
-            pipe,
-            give_up_after_s=2 * limit if limit is not None and reference is not None else None,
-            prompts=self.prompts,
-            seeds=self.seeds,
-            steps=plan.steps,
-            guidance_scale=self.guidance,
-            scorer=self.loaded.scorer,
-            device=self.device,
-            reference=reference,
+        return self.evaluator.screen(
+            study, plan, folder, give_up_after_s=2 * limit if limit is not None else None
         )
 
     def ensure_reference(self, study: optuna.Study) -> Metrics:
-        """Measure the reference plan once per study; later runs reuse it and its images."""
-        folder = self.workdir / "reference"
-        stored = study.user_attrs.get("reference")
-        images = _load_images(folder, len(self.prompts))
-        if stored is not None and images is not None:
-            self.reference = Metrics.model_validate(stored["metrics"])
-            self.reference_images = images
-            return self.reference
-        log.info("reference_start", plan=self.reference_plan.describe())
-        metrics, images, _ = self.measure(self.reference_plan, None)
-        _save_images(images, folder)
-        study.set_user_attr(
-            "reference",
-            {"metrics": metrics.model_dump(), "plan": self.reference_plan.model_dump(mode="json")},
-        )
-        self.reference, self.reference_images = metrics, images
-        log.info("reference_done", **metrics.model_dump())
-        return metrics
+        """Measure the reference plan on the full evaluation set once per study."""
+        self.reference = self.evaluator.ensure_reference(study)
+        return self.reference
 
     def estimate_weight_bytes(self, plan: PipelinePlan) -> float:
         """Weights of ``plan`` from layer shapes and storage formats, without building it."""
@@ -185,13 +155,14 @@ class Tuner:
             reason = f"estimated weights {estimate / 2**20:.1f} MiB exceed the memory budget"
             trial.set_user_attr("pruned", reason)
             raise optuna.TrialPruned(reason)
+        folder = self.workdir / "trials" / f"{trial.number:04d}"
         try:
-            metrics, images, generation_s = self.measure(plan, self.reference_images)
+            measured = self.measure(plan, folder, trial.study)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
         except TooSlowError as slow:
-            # Measured, not estimated: the warm-up alone was twice the latency limit.
+            # Measured, not estimated: a warm generation was twice the latency limit.
             trial.set_user_attr("pruned", str(slow))
             raise optuna.TrialPruned(str(slow)) from None
         except Exception as exc:
@@ -201,12 +172,12 @@ class Tuner:
             log.warning("trial_failed", trial=trial.number, plan=plan.describe(), error=str(exc))
             release_memory(self.device)
             raise
-        folder = self.workdir / "trials" / f"{trial.number:04d}"
-        _save_images(images, folder)
-        trial.set_user_attr("metrics", metrics.model_dump())
-        trial.set_user_attr("images", str(folder))
+        metrics = measured.metrics
+        for key, value in measured.attrs.items():  # evidence, metrics, images
+            trial.set_user_attr(key, value)
         trial.set_user_attr(
-            "timing", {"trial_s": time.perf_counter() - started, "generation_s": generation_s}
+            "timing",
+            {"trial_s": time.perf_counter() - started, "generation_s": measured.generation_s},
         )
         violations = self._constrain(trial, metrics)
         log.info(

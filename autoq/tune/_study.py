@@ -40,6 +40,7 @@ def _study_context(tuner: Tuner) -> dict[str, Any]:
         "constraints": tuner.constraints.model_dump(),
         "prompts": tuner.prompts,
         "seeds": tuner.seeds,
+        "screen": tuner.evalset.screen,
         "guidance_scale": tuner.guidance,
         "tiers": config.tiers,
         "sampler": config.sampler,
@@ -142,6 +143,12 @@ def tune(
         except KeyboardInterrupt:
             interrupted = True
             log.warning("tune_interrupted", done=_counted(study))
+    if not interrupted:
+        try:  # racing and step curves: measured once, kept in the study
+            tuner.evaluator.finish(study, config.tiers)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("tune_interrupted", done=_counted(study), phase="race")
     path, profile = write_study_profile(
         study, storage, tuner.workdir, config.profiles_dir / f"{stem}.json"
     )
