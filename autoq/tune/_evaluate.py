@@ -82,6 +82,10 @@ def evalset_of(attrs: dict[str, Any]) -> EvalSet:
     return EvalSet(prompts, tuple(attrs["seeds"]), int(attrs.get("screen", len(prompts))))
 
 
+def _reference_clip(attrs: dict[str, Any]) -> float:
+    return float(attrs["reference"]["metrics"]["clip_score"])
+
+
 def tier_constraints(constraints: Constraints) -> Constraints:
     """The limits tiers are chosen under: the given ones, plus the default quality floor
     (`DEFAULT_TIER_DROP_PCT`) when no quality limit was given."""
@@ -233,7 +237,7 @@ def choose(study: optuna.Study, k: int) -> Choice:
     """Tiers from the study's evidence: deterministic, so tune and export agree."""
     attrs = study.user_attrs
     constraints = Constraints.model_validate(attrs["constraints"])
-    reference_clip = Metrics.model_validate(attrs["reference"]["metrics"]).clip_score
+    reference_clip = _reference_clip(attrs)
     assessed = assess(study)
     ok = [a for a in assessed if _meets(constraints, a.metrics, reference_clip)]
     limits = tier_constraints(constraints)
@@ -458,7 +462,7 @@ class Evaluator:
         """Extend the plans that could still make a tier to the full evaluation set."""
         attrs = study.user_attrs
         constraints = tier_constraints(Constraints.model_validate(attrs["constraints"]))
-        reference_clip = Metrics.model_validate(attrs["reference"]["metrics"]).clip_score
+        reference_clip = _reference_clip(attrs)
         chosen = finalists(assess(study), constraints, reference_clip, RACE_FACTOR * tiers)
         log.info("race_start", plans=len(chosen), images=self.evalset.size)
         for assessed in chosen:
@@ -481,7 +485,7 @@ class Evaluator:
         attrs = study.user_attrs
         plan = chosen.item.plan
         reference = attrs["reference"]["evidence"]["scores"]
-        reference_clip = Metrics.model_validate(attrs["reference"]["metrics"]).clip_score
+        reference_clip = _reference_clip(attrs)
         for steps in sorted({max(1, round(plan.steps / 2)), max(1, round(plan.steps * 3 / 4))}):
             if steps >= plan.steps:
                 continue
@@ -562,7 +566,7 @@ def tier_curve(
     fewest measured steps still meeting the quality floor (judged with intervals)."""
     plan, metrics = chosen.item.plan, chosen.metrics
     reference = attrs["reference"]["evidence"]["scores"]
-    reference_clip = Metrics.model_validate(attrs["reference"]["metrics"]).clip_score
+    reference_clip = _reference_clip(attrs)
     points = [
         StepPoint(
             steps=plan.steps,
