@@ -121,7 +121,9 @@ def tune(
     ),
     trials: int = typer.Option(30, help="Trials in the study (a re-run resumes up to this)."),
     timeout: float | None = typer.Option(None, help="Stop starting trials after SECONDS."),
-    sampler: str = typer.Option("nsga2", help="nsga2, tpe, random or grid."),
+    sampler: str = typer.Option(
+        "tpe", help="tpe (grouped multivariate), nsga2, random or grid; see README."
+    ),
     storage: str | None = typer.Option(
         None, help="Optuna storage URL (default: SQLite in the profiles dir)."
     ),
@@ -138,10 +140,21 @@ def tune(
     ),
     schedulers: str | None = typer.Option(None, help="Comma-separated: default,dpmpp,euler,ddim."),
     protect: bool = typer.Option(True, help="Offer per-component norm/io/embedding protection."),
+    height: int | None = typer.Option(
+        None, help="Image height to tune at, with --width (default: the model's own size)."
+    ),
+    width: int | None = typer.Option(None, help="Image width to tune at, with --height."),
+    guidance_scale: float | None = typer.Option(
+        None, help="Classifier-free guidance scale of every generation (default: the model's)."
+    ),
     device: str | None = typer.Option(None, help="cpu or cuda[:N] (default: cuda if present)."),
     html: bool = typer.Option(True, "--report/--no-report", help="Also write the HTML report."),
 ) -> None:
-    """Search per-component precision, steps and scheduler; write a profile of tiers."""
+    """Search per-component precision, steps and scheduler; write a profile of tiers.
+
+    SIGINT (Ctrl-C) and SIGTERM write the profile from the trials done and exit 130 / 143;
+    a re-run resumes the study.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from autoq.tune import TuneConfig, parse_size, read_prompts
@@ -169,6 +182,9 @@ def tune(
         precisions=_csv(precisions),
         schedulers=_csv(schedulers),
         protect=protect,
+        height=height,
+        width=width,
+        guidance_scale=guidance_scale,
         device=device,
     )
     err = Console(stderr=True)
@@ -197,6 +213,10 @@ def tune(
 
     try:
         result = run_tune(config, on_trial=on_trial)
+    except KeyboardInterrupt as stop:  # before any trial could make a profile
+        progress.stop()
+        err.print("interrupted before a profile could be written; re-run to resume.")
+        raise typer.Exit(_signal_exit(getattr(stop, "signal_name", "SIGINT"))) from None
     finally:
         progress.stop()
     _print_tiers(result.profile)
@@ -207,7 +227,14 @@ def tune(
     typer.echo(str(result.path))
     if result.interrupted:
         err.print("interrupted: the profile holds the trials done so far; re-run to resume.")
-        raise typer.Exit(130)
+        raise typer.Exit(_signal_exit(result.signal_name or "SIGINT"))
+
+
+def _signal_exit(signal_name: str) -> int:
+    """The shell's exit status for a process stopped by ``signal_name``: 128 + number."""
+    import signal
+
+    return 128 + int(signal.Signals[signal_name])
 
 
 def _csv(text: str | None) -> tuple[str, ...] | None:

@@ -50,15 +50,23 @@ def wall(profiles_dir: str | None) -> dict:
     return {"command": "autoq tune", "wall_s": seconds}
 
 
+GRID = RESULTS / "tune-grid.json"
+
+
 def _grid_table(tmp: Path) -> list[dict]:
+    """Every plan of the reduced space, measured once; kept in GRID for later replays."""
+    if GRID.is_file():
+        return json.loads(GRID.read_text())["rows"]
     config = TuneConfig.create(profiles_dir=tmp, sampler="grid", trials=10_000, **REDUCED)
     result = tune(config)
     storage = f"sqlite:///{tmp / (result.path.stem + '.optuna.db')}"
     study = optuna.load_study(study_name=result.profile.study.study_name, storage=storage)
     rows = []
     for t in study.trials:
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            rows.append({"params": t.params, "values": list(t.values)})
+        if t.state == optuna.trial.TrialState.COMPLETE and "twin_of" not in t.user_attrs:
+            rows.append({"params": t.params, "plan": t.user_attrs["plan"], "values": list(t.values)})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    GRID.write_text(json.dumps({"space": REDUCED, "rows": rows}, indent=1))
     return rows
 
 

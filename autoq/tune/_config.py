@@ -54,7 +54,7 @@ class TuneConfig(BaseModel):
     max_clip_drop_pct: float | None = Field(default=None, ge=0, lt=100)
     trials: int = Field(default=30, ge=1)
     timeout_s: float | None = Field(default=None, gt=0)
-    sampler: Sampler = "nsga2"
+    sampler: Sampler = "tpe"
     storage: str | None = None
     study_name: str | None = None
     prompts: tuple[str, ...] | None = None
@@ -68,6 +68,8 @@ class TuneConfig(BaseModel):
     schedulers: tuple[str, ...] | None = None
     protect: bool = True
     guidance_scale: float | None = Field(default=None, ge=0)
+    height: int | None = Field(default=None, gt=0)
+    width: int | None = Field(default=None, gt=0)
     device: str | None = None
     cache_bytes: int | None = Field(default=None, gt=0)
 
@@ -77,6 +79,11 @@ class TuneConfig(BaseModel):
             raise ValueError("give either min_clip_score or max_clip_drop_pct, not both")
         if self.steps is not None and not 1 <= self.steps[0] <= self.steps[1]:
             raise ValueError(f"steps must satisfy 1 <= low <= high, but got {self.steps}")
+        if (self.height is None) != (self.width is None):
+            raise ValueError("give height and width together (or neither: the model's default)")
+        for side in (self.height, self.width):
+            if side is not None and side % 8:
+                raise ValueError(f"height and width must be multiples of 8, but got {side}")
         if self.prompts is not None and not [p for p in self.prompts if p.strip()]:
             raise ValueError("the prompt list is empty")
         if self.precisions is not None:

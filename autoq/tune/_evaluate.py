@@ -412,6 +412,16 @@ class Evaluator:
         log.info("reference_done", clip=metrics.quality_text(), latency_s=metrics.latency_s)
         return metrics
 
+    def reference_attrs(self, study: optuna.Study) -> dict[str, Any]:
+        """What a trial that drew the reference plan records: the reference's evidence."""
+        stored = study.user_attrs["reference"]
+        plan = self.reference_plan
+        return {
+            "evidence": stored["evidence"],
+            "metrics": stored["metrics"],
+            "images": str(self._fp32_folder(plan.steps, plan.scheduler)),
+        }
+
     def screen(
         self,
         study: optuna.Study,

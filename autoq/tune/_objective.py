@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +14,7 @@ from autoq.tune._config import TuneConfig
 from autoq.tune._evaluate import Evaluator, Measured
 from autoq.tune._measure import EvalSet, TooSlowError
 from autoq.tune._optuna import CONSTRAINTS
+from autoq.tune._search import Search
 from autoq.tune._space import build_space
 
 if TYPE_CHECKING:
@@ -30,8 +29,8 @@ __all__ = ["Tuner"]
 log = get_logger("autoq.tune")
 
 
-class Tuner:
-    """One worker's view of the study: builds plans, measures them, records results."""
+class Tuner(Search):
+    """One worker's view of the study on a real model: builds plans, measures them."""
 
     def __init__(
         self,
@@ -59,6 +58,7 @@ class Tuner:
         self.evalset = EvalSet.build(prompts, config.n_prompts, config.seed)
         self.prompts = list(self.evalset.prompts)
         self.seeds = list(self.evalset.seeds)
+        self.size = (config.height, config.width) if config.height and config.width else None
         self.guidance = (
             config.guidance_scale if config.guidance_scale is not None else loaded.default_guidance
         )
@@ -83,6 +83,7 @@ class Tuner:
             guidance_scale=self.guidance,
             workdir=workdir,
             reference_plan=self.reference_plan,
+            size=self.size,
         )
 
     # -- measurement ---------------------------------------------------------------
@@ -133,42 +134,41 @@ class Tuner:
             trial.set_constraint(key, value)
         return violations
 
-    def objective(self, trial: optuna.Trial) -> tuple[float, float, float]:
-        import optuna
+    def component_bytes(self, component: str, precision: str) -> float:
+        return self.estimate_weight_bytes(PipelinePlan(precisions={component: precision}, steps=1))
 
-        started = time.perf_counter()
-        plan = self.space.suggest(trial)
-        plan_json = plan.model_dump(mode="json")
-        trial.set_user_attr("plan", plan_json)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        same = _measured_twin(trial.study, plan_json)
-        if same is not None:  # a sampler may propose a plan again: reuse, don't re-measure
-            for key in ("metrics", "images"):
-                trial.set_user_attr(key, same.user_attrs[key])
-            trial.set_user_attr("twin_of", same.number)
-            self._constrain(trial, Metrics.model_validate(same.user_attrs["metrics"]))
-            clip, latency, memory = same.values
-            return clip, latency, memory
+    def over_budget(self, plan: PipelinePlan) -> str | None:
         estimate = self.estimate_weight_bytes(plan)
         budget = self.config.max_memory_bytes
         if budget is not None and estimate > budget:
-            reason = f"estimated weights {estimate / 2**20:.1f} MiB exceed the memory budget"
-            trial.set_user_attr("pruned", reason)
-            raise optuna.TrialPruned(reason)
+            return f"estimated weights {estimate / 2**20:.1f} MiB exceed the memory budget"
+        return None
+
+    def reference_twin(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        reference = self.reference or self.ensure_reference(trial.study)
+        for key, value in self.evaluator.reference_attrs(trial.study).items():
+            trial.set_user_attr(key, value)
+        self._constrain(trial, reference)
+        return reference.clip_score, reference.latency_s, reference.peak_memory_bytes / 2**20
+
+    def measure_trial(self, trial: optuna.Trial, plan: PipelinePlan) -> tuple[float, float, float]:
+        """Measure ``plan`` for ``trial`` and record its metrics, images and constraints."""
+        import optuna
+
+        started = time.perf_counter()
         folder = self.workdir / "trials" / f"{trial.number:04d}"
         try:
             measured = self.measure(plan, folder, trial.study)
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
-            raise
         except TooSlowError as slow:
             # Measured, not estimated: a warm generation was twice the latency limit.
             trial.set_user_attr("pruned", str(slow))
+            trial.set_user_attr("outcome", "too_slow")
             raise optuna.TrialPruned(str(slow)) from None
         except Exception as exc:
             from autoq.device import release_memory
 
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            trial.set_user_attr("outcome", "error")
             log.warning("trial_failed", trial=trial.number, plan=plan.describe(), error=str(exc))
             release_memory(self.device)
             raise
@@ -197,14 +197,3 @@ def _numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
-
-
-def _measured_twin(
-    study: optuna.Study, plan_json: dict[str, Any]
-) -> optuna.trial.FrozenTrial | None:
-    from optuna.trial import TrialState
-
-    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if other.user_attrs.get("plan") == plan_json and "metrics" in other.user_attrs:
-            return other
-    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from autoq.errors import ConfigError
@@ -11,26 +12,47 @@ from autoq.tune._space import SearchSpace
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["CONSTRAINTS", "DIRECTIONS", "open_storage", "redact", "sampler", "storage_url"]
+__all__ = [
+    "CONSTRAINTS",
+    "DIRECTIONS",
+    "GRACE_S",
+    "HEARTBEAT_S",
+    "open_storage",
+    "redact",
+    "sampler",
+    "storage_url",
+]
 
 # CLIP score, latency s, peak memory MiB
 DIRECTIONS: list[Literal["minimize", "maximize"]] = ["maximize", "minimize", "minimize"]
 CONSTRAINTS = ("memory", "latency", "quality")  # Trial.set_constraint keys, <= 0 is feasible
 
 
-def sampler(config: TuneConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
+HEARTBEAT_S = 20
+"""How often a running trial records that its worker is alive."""
+GRACE_S = 120
+"""A running trial silent for this long belongs to a dead worker: it is failed and retried."""
+
+
+def sampler(name: str, seed: int, trials: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``name`` (`autoq.tune.Sampler`), seeded with ``seed``."""
+    import warnings
+
     import optuna
 
     # Constraints reach NSGA-II and TPE through `Trial.set_constraint` in the objective.
-    if config.sampler == "nsga2":
+    if name == "nsga2":
         # A population sized to the budget, so short tunes still evolve a few generations.
-        population = max(8, min(50, config.trials // 4))
-        return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=population)
-    if config.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=config.seed, multivariate=True)
-    if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=config.seed)
-    return optuna.samplers.GridSampler(space.grid(), seed=config.seed)
+        population = max(8, min(50, trials // 4))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+    if name == "tpe":
+        with warnings.catch_warnings():  # `group` is experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # Grouped multivariate TPE: the best of `benchmarks/tune.py samplers`.
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.GridSampler(space.grid(), seed=seed)
 
 
 def storage_url(config: TuneConfig, stem: str) -> str:
@@ -40,23 +62,44 @@ def storage_url(config: TuneConfig, stem: str) -> str:
     return f"sqlite:///{(config.profiles_dir / f'{stem}.optuna.db').resolve()}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna RDB storage; a missing database driver or server becomes a clear error."""
+def open_storage(
+    url: str, on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None
+) -> optuna.storages.BaseStorage:
+    """An Optuna RDB storage whose running trials send heartbeats, so that a dead worker's
+    trial is failed (and ``on_stale`` called) by the next worker to start a trial.
+
+    Raises:
+        ConfigError: A missing database driver, a bad URL or an unreachable server.
+    """
+    import warnings
+
     import optuna
 
     try:
-        return optuna.storages.RDBStorage(url)
+        with warnings.catch_warnings():  # heartbeats are experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=on_stale,
+            )
     except ImportError:
         raise ConfigError(
             f"No database driver for {redact(url)}; for PostgreSQL "
             "`pip install 'autoq[postgres]'` (psycopg)."
         ) from None
     except Exception as exc:  # sqlalchemy: bad URL, unreachable server, auth
-        raise ConfigError(f"Cannot open study storage {redact(url)}: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"Cannot open study storage {redact(url)}: {first}; check the URL and that the "
+            "database server is running."
+        ) from None
 
 
 def redact(url: str) -> str:
-    """A storage URL without its password."""
+    """A storage URL without its password (in the authority or as a ``password=`` query)."""
     import re
 
-    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
+    url = re.sub(r"(//[^:/@]*):[^@]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)

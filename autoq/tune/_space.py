@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,11 +13,12 @@ from autoq.pipeline import PipelinePlan
 if TYPE_CHECKING:
     import optuna
     import torch
+    from diffusers import DiffusionPipeline
 
     from autoq.pipeline import LoadedModel
     from autoq.tune._config import TuneConfig
 
-__all__ = ["PROTECT_GROUPS", "SearchSpace", "build_space"]
+__all__ = ["PROTECT_GROUPS", "SearchSpace", "build_space", "distinct_schedulers"]
 
 PROTECT_GROUPS = ("norms", "io", "embeddings")
 """What a component's "protect" toggle keeps at full precision."""
@@ -85,6 +87,88 @@ class SearchSpace:
         precisions = dict.fromkeys(self.precisions, "fp32")
         return PipelinePlan(precisions=precisions, steps=self.steps[1], scheduler="default")
 
+    def step_values(self) -> list[int]:
+        """The step counts a trial may draw (what `suggest_int` with ``step`` yields)."""
+        low, high = self.steps
+        return list(range(low, high + 1, self.step_size))
+
+    def size(self) -> int:
+        """How many distinct plans the space holds (protecting an fp32 component is a no-op)."""
+        per_component = [
+            len(options) + (sum(p != "fp32" for p in options) if self.protect else 0)
+            for options in self.precisions.values()
+        ]
+        return math.prod(per_component) * len(self.step_values()) * len(self.schedulers)
+
+    def corners(self, size_of: Callable[[str, str], float]) -> list[dict[str, Any]]:
+        """Trial parameters of the plans at the space's corners, to measure first.
+
+        fp32 at the fewest and at the most steps, every component at its smallest
+        precision (by ``size_of(component, precision)``, estimated bytes), and every
+        component at an 8-bit precision; the last two at the most steps, unprotected.
+        Samplers find the interior; corners are where they are weakest.
+        """
+        from autoq.backends import get_precision
+
+        steps = self.step_values()
+        scheduler = "default" if "default" in self.schedulers else self.schedulers[0]
+
+        def params(choice: Mapping[str, str], n_steps: int) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for component in self.precisions:
+                out[f"{component}.precision"] = choice[component]
+                if self.protect:
+                    out[f"{component}.protect"] = False
+            return {**out, "steps": n_steps, "scheduler": scheduler}
+
+        plans = []
+        if all("fp32" in o for o in self.precisions.values()):
+            fp32 = dict.fromkeys(self.precisions, "fp32")
+            plans += [params(fp32, steps[0]), params(fp32, steps[-1])]
+        smallest = {
+            c: sorted(o, key=lambda p: size_of(c, p))[0] for c, o in self.precisions.items()
+        }
+        plans.append(params(smallest, steps[-1]))
+        eight = {
+            c: next((p for p in o if get_precision(p).weight_bits == 8), None)
+            for c, o in self.precisions.items()
+        }
+        if all(eight.values()):
+            plans.append(params({c: str(p) for c, p in eight.items()}, steps[-1]))
+        unique: list[dict[str, Any]] = []
+        for plan in plans:
+            if plan not in unique:
+                unique.append(plan)
+        return unique
+
+
+def distinct_schedulers(pipe: DiffusionPipeline, names: Sequence[str]) -> list[str]:
+    """``names`` without those that build the same scheduler (same class and config) as an
+    earlier one: for many models ``default`` already is ``dpmpp``, and measuring both
+    spends trials on identical images."""
+    import diffusers
+
+    from autoq.pipeline import SCHEDULERS
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+    kept = []
+    for name in names:
+        class_name = SCHEDULERS[name]
+        scheduler = (
+            pipe.scheduler
+            if class_name is None
+            else getattr(diffusers, class_name).from_config(pipe.scheduler.config)
+        )
+        key = (type(scheduler).__name__, _public_config(scheduler.config))
+        if key not in seen:
+            seen.append(key)
+            kept.append(name)
+    return kept
+
+
+def _public_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
 
 def build_space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -> SearchSpace:
     from autoq.backends import available_precisions
@@ -105,6 +189,7 @@ def build_space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -
         if bad:
             raise ConfigError(f"Scheduler(s) {bad} do not fit this model; valid: {schedulers}.")
         schedulers = list(config.schedulers)
+    schedulers = distinct_schedulers(loaded.pipe, schedulers)
     return SearchSpace(
         precisions={name: options for name in module_components(loaded.pipe)},
         steps=config.steps or (10, 30),

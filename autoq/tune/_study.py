@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autoq._logging import get_logger
+from autoq.errors import ConfigError
+from autoq.profile import ModelIdentity
 from autoq.tune._config import TuneConfig
 from autoq.tune._objective import Tuner
 from autoq.tune._optuna import DIRECTIONS, open_storage, redact, sampler, storage_url
+from autoq.tune._search import Interrupted, counted, fail_orphans, on_stale_trial, run_search
 from autoq.tune._tiers import feasible
 from autoq.tune._write import TuneResult, write_study_profile
 
@@ -19,16 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["tune"]
 
 log = get_logger("autoq.tune")
-
-
-def _counted(study: optuna.Study) -> int:
-    """Trials that count towards ``--trials``: everything finished except interruptions."""
-    from optuna.trial import TrialState
-
-    done = study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    )
-    return sum(1 for t in done if not t.user_attrs.get("interrupted"))
 
 
 def _study_context(tuner: Tuner) -> dict[str, Any]:
@@ -42,11 +36,79 @@ def _study_context(tuner: Tuner) -> dict[str, Any]:
         "seeds": tuner.seeds,
         "screen": tuner.evalset.screen,
         "guidance_scale": tuner.guidance,
+        "height": config.height,
+        "width": config.width,
         "tiers": config.tiers,
         "sampler": config.sampler,
         "seed": config.seed,
         "workdir": str(tuner.workdir.resolve()),
     }
+
+
+def _check_identity(
+    study: optuna.Study, identity: ModelIdentity, storage: str, explicit: bool
+) -> None:
+    """Refuse to resume a study of another model; say when a model's weights changed."""
+    import optuna
+
+    stored = study.user_attrs.get("model")
+    if stored is not None:
+        if (stored.get("content_hash"), stored.get("pipeline_class")) != (
+            identity.content_hash,
+            identity.pipeline_class,
+        ):
+            raise ConfigError(
+                f"Study {study.study_name!r} was tuned for {stored.get('pipeline_class')} "
+                f"{stored.get('source')!r} (content hash {stored.get('content_hash')}), but "
+                f"{identity.source!r} is {identity.pipeline_class} with content hash "
+                f"{identity.content_hash}: its weights changed or it is another model; "
+                "pass another --study (or omit it: studies are named by content hash)."
+            )
+        return
+    if explicit:
+        return
+    stem = study.study_name.rsplit("-", 1)[0]
+    older = [
+        name
+        for name in optuna.get_all_study_names(study._storage)
+        if name != study.study_name and (name == stem or name.startswith(f"{stem}-"))
+    ]
+    if older:
+        log.warning(
+            "model_changed",
+            model=identity.source,
+            content_hash=identity.content_hash,
+            study=study.study_name,
+            earlier=older,
+            message="the model's weights differ from those of the earlier studies; "
+            "starting a new study",
+        )
+
+
+def _install_signal_handlers() -> Callable[[], None]:
+    """SIGINT and SIGTERM raise `Interrupted` once (later ones are ignored, so the profile
+    still gets written); returns a function that restores the previous handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    fired = {"n": 0}
+
+    def handler(signum: int, _frame: object) -> None:
+        fired["n"] += 1
+        name = signal.Signals(signum).name
+        if fired["n"] == 1:
+            raise Interrupted(name)
+        log.warning("signal_ignored", signal=name, reason="writing the profile")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 def tune(
@@ -56,8 +118,10 @@ def tune(
 ) -> TuneResult:
     """Search per-component precision, steps and scheduler; write a profile of tiers.
 
-    Re-running the same config resumes the study; Ctrl-C stops after writing the profile
-    from the trials done so far (the study stays resumable).
+    Re-running the same config resumes the study without repeating a measured plan;
+    SIGINT (Ctrl-C) or SIGTERM stops after writing the profile from the trials done so far
+    (the interrupted trial is failed with its reason; the study stays resumable). Studies
+    are named by the model's content hash: other weights start another study.
 
     Args:
         config: What to tune and under which constraints.
@@ -83,7 +147,7 @@ def tune(
     loaded = load_model(config.model, config.scorer)
     device_fingerprint = fingerprint(bench=False)
     stem = f"{loaded.slug}-{device_fingerprint.fingerprint_id}"
-    study_name = config.study_name or stem
+    study_name = config.study_name or f"{stem}-{loaded.identity.content_hash}"
     storage = storage_url(config, stem)
     # Per-trial images are working files: they live in the cache (not beside profiles),
     # one folder per study, so studies that share a name in other storages never mix.
@@ -91,69 +155,68 @@ def tune(
     workdir = cache_dir() / "tune" / f"{study_name}-{digest}"
     tuner = Tuner(config, loaded, device, device_fingerprint, workdir)
     study = optuna.create_study(
-        storage=open_storage(storage),
+        storage=open_storage(storage, on_stale=on_stale_trial),
         study_name=study_name,
         directions=DIRECTIONS,
-        sampler=sampler(config, tuner.space),
         load_if_exists=True,
     )
+    _check_identity(study, loaded.identity, storage, explicit=config.study_name is not None)
+    # A seed of its own per run and per worker: a rerun or a second worker draws new plans
+    # instead of replaying the first run's sequence.
+    existing = len(study.get_trials(deepcopy=False))
+    run_seed = config.seed + existing + (os.getpid() if config.storage else 0)
+    study.sampler = sampler(config.sampler, run_seed, config.trials, tuner.space)
     for key, value in _study_context(tuner).items():
         study.set_user_attr(key, value)
-    if on_trial is not None:  # the model loaded: report before the (long) reference run
-        on_trial(_counted(study), config.trials, None)
-    tuner.ensure_reference(study)
-    log.info(
-        "tune_start",
-        study=study_name,
-        storage=redact(storage),
-        done=_counted(study),
-        wanted=config.trials,
-    )
 
-    def progress(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+    def report(study: optuna.Study) -> None:
         if on_trial is not None:
-            best = _best_feasible_clip(study, tuner)
-            on_trial(_counted(study), config.trials, best)
+            trials = study.get_trials(deepcopy=False)
+            on_trial(counted(trials), config.trials, _best_feasible_clip(study, tuner))
 
-    interrupted = False
-    remaining = config.trials - _counted(study)
-    if on_trial is not None:
-        on_trial(_counted(study), config.trials, _best_feasible_clip(study, tuner))
-    if remaining > 0:
-        from optuna.study import MaxTrialsCallback
-        from optuna.trial import TrialState
-
+    if on_trial is not None:  # the model loaded: report before the (long) reference run
+        on_trial(counted(study.get_trials(deepcopy=False)), config.trials, None)
+    restore = _install_signal_handlers()
+    stopped_by = None
+    try:
         try:
-            study.optimize(
-                tuner.objective,
-                n_trials=remaining,
-                timeout=config.timeout_s,
-                catch=(Exception,),
-                callbacks=[
-                    progress,
-                    # Stops every worker of a shared study at the wanted total; failures
-                    # are bounded per worker by n_trials instead, since an interrupted
-                    # trial (also FAIL) must be redone.
-                    MaxTrialsCallback(
-                        config.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)
-                    ),
-                ],
-                gc_after_trial=True,
+            tuner.ensure_reference(study)
+            log.info(
+                "tune_start",
+                study=study_name,
+                storage=redact(storage),
+                done=counted(study.get_trials(deepcopy=False)),
+                wanted=config.trials,
+                sampler=config.sampler,
+                sampler_seed=run_seed,
+                plans=tuner.space.size(),
+                schedulers=list(tuner.space.schedulers),
             )
-        except KeyboardInterrupt:
-            interrupted = True
-            log.warning("tune_interrupted", done=_counted(study))
-    if not interrupted:
-        try:  # racing and step curves: measured once, kept in the study
+            report(study)
+            run_search(study, tuner, wanted=config.trials, timeout_s=config.timeout_s,
+                       on_trial=report)  # fmt: skip
+            # After the search: race the front to the full set, then the tiers' step curves.
             tuner.evaluator.finish(study, config.tiers)
-        except KeyboardInterrupt:
-            interrupted = True
-            log.warning("tune_interrupted", done=_counted(study), phase="race")
-    path, profile = write_study_profile(
-        study, storage, tuner.workdir, config.profiles_dir / f"{stem}.json"
-    )
+        except KeyboardInterrupt as stop:
+            stopped_by = stop.signal_name if isinstance(stop, Interrupted) else "SIGINT"
+            fail_orphans(study, include_self=True)  # a trial the signal left RUNNING
+            log.warning(
+                "tune_interrupted",
+                signal=stopped_by,
+                done=counted(study.get_trials(deepcopy=False)),
+            )
+        try:
+            path, profile = write_study_profile(
+                study, storage, tuner.workdir, config.profiles_dir / f"{stem}.json"
+            )
+        except ConfigError:
+            if stopped_by is None:
+                raise
+            raise Interrupted(stopped_by) from None  # nothing to write yet: still a stop
+    finally:
+        restore()
     log.info("profile_written", path=str(path), tiers=[t.name for t in profile.tiers])
-    return TuneResult(path, profile, interrupted)
+    return TuneResult(path, profile, stopped_by is not None, stopped_by)
 
 
 def _best_feasible_clip(study: optuna.Study, tuner: Tuner) -> float | None:

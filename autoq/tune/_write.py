@@ -37,10 +37,14 @@ log = get_logger("autoq.tune")
 class TuneResult:
     """What a tune produced: the profile file and its parsed content."""
 
-    def __init__(self, path: Path, profile: Profile, interrupted: bool) -> None:
+    def __init__(
+        self, path: Path, profile: Profile, interrupted: bool, signal_name: str | None = None
+    ) -> None:
         self.path = path
         self.profile = profile
         self.interrupted = interrupted
+        self.signal_name = signal_name
+        """``SIGINT`` or ``SIGTERM`` when a signal stopped the tune."""
 
 
 def write_study_profile(

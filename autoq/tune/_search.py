@@ -1,0 +1,293 @@
+"""How one worker spends a study's trial budget, whatever a measurement is.
+
+A trial's plan is measured only if no other trial of the study has measured it, is
+measuring it, or failed on it; a repeat becomes a twin (the earlier result, copied), or a
+pruned trial when the plan is still running elsewhere. Only measurements count towards
+the budget: twins, plans taken by another worker, plans pruned on their estimated weights
+and interrupted trials do not. `Tuner` measures real pipelines; the sampler benchmark
+replays a measured grid through the same control flow.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from autoq._logging import get_logger
+from autoq.pipeline import PipelinePlan
+from autoq.tune._space import SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+__all__ = [
+    "COUNTED",
+    "Interrupted",
+    "Search",
+    "counted",
+    "fail_orphans",
+    "outcome",
+    "run_search",
+    "worker_id",
+]
+
+log = get_logger("autoq.tune")
+
+COUNTED = frozenset({"measured", "too_slow", "error"})
+"""Trial outcomes that spent a measurement, and so count towards ``--trials``."""
+
+STALL_LIMIT = 200
+"""Uncounted trials in a row after which a worker stops: its sampler only repeats itself."""
+
+_OWN_ATTRS = ("plan", "worker", "outcome", "timing", "twin_of", "pruned", "error", "interrupted")
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM) asked the tune to stop; ``signal_name`` says which."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"{signal_name} received")
+        self.signal_name = signal_name
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, recorded on every trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def outcome(trial: FrozenTrial) -> str:
+    """What happened to a trial: measured, twin, taken, over_budget, too_slow, error,
+    interrupted, stale, or running/waiting while it is not finished."""
+    from optuna.trial import TrialState
+
+    recorded = trial.user_attrs.get("outcome")
+    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        return trial.state.name.lower()
+    if recorded is not None:
+        return str(recorded)
+    if trial.user_attrs.get("interrupted"):
+        return "interrupted"
+    if trial.state == TrialState.COMPLETE:
+        return "twin" if "twin_of" in trial.user_attrs else "measured"
+    if trial.state == TrialState.PRUNED:
+        return "too_slow" if "warm-up" in str(trial.user_attrs.get("pruned")) else "over_budget"
+    # FAIL without a recorded outcome: the worker died (heartbeat) or the trial raised
+    # before it could record anything.
+    return "error" if "error" in trial.user_attrs else "stale"
+
+
+def counted(trials: Sequence[FrozenTrial]) -> int:
+    """Trials that count towards ``--trials``: those that spent a measurement."""
+    return sum(1 for t in trials if outcome(t) in COUNTED)
+
+
+def _same_plan(
+    trials: Sequence[FrozenTrial], number: int, plan: dict[str, Any]
+) -> FrozenTrial | None:
+    """The trial that already settles ``plan``: a measured one if any, else one that is
+    measuring it or failed on it."""
+    blocker = None
+    for other in trials:
+        if other.number == number or other.user_attrs.get("plan") != plan:
+            continue
+        kind = outcome(other)
+        if kind in ("measured", "twin") and other.values is not None:
+            return other
+        if kind in ("running", "error", "too_slow") and blocker is None:
+            blocker = other
+    return blocker
+
+
+class Search:
+    """One worker's control flow: draw a plan, settle repeats, prune, measure.
+
+    Subclasses say how a plan is measured (`measure_trial`), what the reference plan's
+    result is (`reference_twin`) and which plans are ruled out before measuring
+    (`over_budget`).
+    """
+
+    space: SearchSpace
+    reference_plan: PipelinePlan
+
+    def measure_trial(self, trial: optuna.Trial, plan: PipelinePlan) -> tuple[float, ...]:
+        raise NotImplementedError
+
+    def reference_twin(self, trial: optuna.Trial) -> tuple[float, ...]:
+        raise NotImplementedError
+
+    def over_budget(self, plan: PipelinePlan) -> str | None:
+        """Why ``plan`` cannot meet the constraints without being measured, or ``None``."""
+        return None
+
+    def component_bytes(self, component: str, precision: str) -> float:
+        """Estimated weight bytes of ``component`` at ``precision`` (for the corners)."""
+        from autoq.backends import get_precision
+
+        return float(get_precision(precision).weight_bits)
+
+    def objective(self, trial: optuna.Trial) -> tuple[float, ...]:
+        import optuna
+        from optuna.trial import TrialState
+
+        try:
+            plan = self.space.suggest(trial)
+            plan_json = plan.model_dump(mode="json")
+            # Recorded before looking for repeats: of two workers drawing the same plan at
+            # once, the later one to look always sees the other.
+            trial.set_user_attr("plan", plan_json)
+            trial.set_user_attr("worker", worker_id())
+            if plan == self.reference_plan:  # measured once per study, before any trial
+                trial.set_user_attr("twin_of", "reference")
+                trial.set_user_attr("outcome", "twin")
+                return self.reference_twin(trial)
+            other = _same_plan(trial.study.get_trials(deepcopy=False), trial.number, plan_json)
+            if other is not None and other.state == TrialState.COMPLETE:
+                return _copy_twin(trial, other)
+            if other is not None:
+                doing = "is being measured" if other.state == TrialState.RUNNING else "failed"
+                reason = f"the same plan {doing} in trial {other.number}"
+                trial.set_user_attr("outcome", "taken")
+                trial.set_user_attr("pruned", reason)
+                raise optuna.TrialPruned(reason)
+            too_big = self.over_budget(plan)
+            if too_big is not None:
+                trial.set_user_attr("outcome", "over_budget")
+                trial.set_user_attr("pruned", too_big)
+                raise optuna.TrialPruned(too_big)
+            values = self.measure_trial(trial, plan)
+            trial.set_user_attr("outcome", "measured")
+            return values
+        except KeyboardInterrupt as stop:
+            reason = str(stop) if isinstance(stop, Interrupted) else "SIGINT received"
+            trial.set_user_attr("interrupted", reason)
+            trial.set_user_attr("outcome", "interrupted")
+            raise
+
+
+def _copy_twin(trial: optuna.Trial, source: FrozenTrial) -> tuple[float, ...]:
+    """Record ``source``'s result on ``trial``: a repeat costs no measurement."""
+    for key, value in source.user_attrs.items():
+        if key not in _OWN_ATTRS:
+            trial.set_user_attr(key, value)
+    for key, value in source.constraints.items():
+        trial.set_constraint(key, value)
+    trial.set_user_attr("twin_of", source.user_attrs.get("twin_of", source.number))
+    trial.set_user_attr("outcome", "twin")
+    assert source.values is not None  # _same_plan only returns completed trials with values
+    return tuple(source.values)
+
+
+def fail_orphans(study: optuna.Study, *, include_self: bool = False) -> list[int]:
+    """Fail the running trials of dead worker processes on this host (and, with
+    ``include_self``, this process's own), recording why; returns their numbers.
+
+    Heartbeats find dead workers on any host, but only after a grace period; a process
+    that is gone from this host is known dead at once, so a rerun after ``kill -9`` does
+    not wait for it.
+    """
+    from optuna.trial import TrialState
+
+    host, me = socket.gethostname(), os.getpid()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        name, _, pid_text = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if name != host or not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid == me:
+            if not include_self:
+                continue
+            reason = "interrupted before it finished"
+        elif _alive(pid):
+            continue
+        else:
+            reason = f"worker process {pid} on {host} died"
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "outcome", "stale")
+            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", reason)
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        except Exception:  # finished meanwhile by another worker: nothing left to do
+            continue
+        failed.append(trial.number)
+        log.warning("trial_orphaned", trial=trial.number, reason=reason)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def on_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Heartbeat callback: a trial whose worker went silent was failed; retry its plan once."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    log.warning(
+        "trial_stale",
+        trial=trial.number,
+        worker=trial.user_attrs.get("worker"),
+        reason="its worker stopped sending heartbeats",
+    )
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
+
+
+def run_search(
+    study: optuna.Study,
+    search: Search,
+    *,
+    wanted: int,
+    timeout_s: float | None = None,
+    on_trial: Callable[[optuna.Study], None] | None = None,
+) -> None:
+    """Run trials until ``wanted`` trials of the study (all workers) spent a measurement,
+    the space is exhausted, or ``timeout_s`` passes. Corner plans are enqueued first."""
+    import warnings
+
+    import optuna
+
+    fail_orphans(study)
+    with warnings.catch_warnings():  # enqueue_trial's `skip_if_exists` is experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for params in search.space.corners(search.component_bytes):
+            study.enqueue_trial(params, skip_if_exists=True)
+    size = search.space.size()
+    idle = {"n": 0}
+
+    def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        idle["n"] = 0 if outcome(trial) in COUNTED else idle["n"] + 1
+        settled = {
+            str(t.user_attrs.get("plan"))
+            for t in trials
+            if outcome(t) not in ("interrupted", "stale", "running", "waiting", "taken")
+        }
+        if on_trial is not None:
+            on_trial(study)
+        if counted(trials) >= wanted:
+            study.stop()
+        elif len(settled) >= size:
+            log.info("search_exhausted", plans=size)
+            study.stop()
+        elif idle["n"] >= STALL_LIMIT:
+            log.warning("search_stalled", repeats=idle["n"], measured=counted(trials))
+            study.stop()
+        else:
+            fail_orphans(study)
+
+    if counted(study.get_trials(deepcopy=False)) >= wanted:
+        return
+    study.optimize(
+        search.objective,
+        timeout=timeout_s,
+        catch=(Exception,),
+        callbacks=[stop_when_done],
+        gc_after_trial=True,
+    )
