@@ -72,10 +72,12 @@ class EvalSet:
 
     @classmethod
     def build(
-        cls, prompts: Sequence[str], screen: int, seed: int, full_images: int = FULL_IMAGES
+        cls, prompts: Sequence[str], screen: int, seed: int, full_images: int | None = None
     ) -> EvalSet:
         """Screen on the first ``screen`` prompts; the full set uses up to
-        ``max(screen, full_images)`` prompts and enough seeds for ``full_images`` images."""
+        ``max(screen, full_images)`` prompts and enough seeds for ``full_images`` images
+        (default `FULL_IMAGES`)."""
+        full_images = full_images or FULL_IMAGES
         used = tuple(prompts[: max(screen, full_images)])
         rounds = max(1, math.ceil(full_images / len(used)))
         return cls(used, tuple(seed + i for i in range(rounds)), min(screen, len(used)))

@@ -55,7 +55,7 @@ class Tuner(Search):
         prompts = list(config.prompts or loaded.default_prompts or [])
         if not prompts:
             raise ConfigError("This model has no default prompts; pass --prompts FILE.")
-        self.evalset = EvalSet.build(prompts, config.n_prompts, config.seed)
+        self.evalset = EvalSet.build(prompts, config.n_prompts, config.seed, config.eval_images)
         self.prompts = list(self.evalset.prompts)
         self.seeds = list(self.evalset.seeds)
         self.size = (config.height, config.width) if config.height and config.width else None

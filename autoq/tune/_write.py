@@ -87,7 +87,7 @@ def write_study_profile(
         samples = _copy_samples(
             Path(trial.user_attrs.get("images", "")),
             profile_dir / "tiers" / name,
-            evalset.screen,
+            len(evalset.prompts),
         )
         curve, min_steps = tier_curve(attrs, chosen, choice.constraints)
         tiers.append(
@@ -106,7 +106,7 @@ def write_study_profile(
     reference_samples = _copy_samples(
         workdir / "fp32" / f"{reference_plan.steps}-{reference_plan.scheduler}",
         profile_dir / "reference",
-        evalset.screen,
+        len(evalset.prompts),
     )
     conditions = tune_conditions(attrs)
     if conditions is not None and conditions.busy:
@@ -197,8 +197,8 @@ def _plan_json_key(raw: dict[str, Any]) -> str:
 
 
 def _copy_samples(source: Path, target: Path, count: int) -> list[Path]:
-    """Copy a plan's first ``count`` images next to the profile (none if this machine
-    lacks them)."""
+    """Copy a plan's first ``count`` images (one per prompt) next to the profile (none if
+    this machine lacks them)."""
     if not source.is_dir() or source.resolve() == target.resolve():
         return sorted(target.glob("*.png")) if target.is_dir() else []
     if target.exists():

@@ -192,3 +192,38 @@ def test_a_plan_slower_than_the_give_up_limit_stops_after_one_timed_image(shapes
             device=device,
             give_up_after_s=1e-6,
         )
+
+
+@pytest.mark.slow
+def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path) -> None:
+    from autoq.profile import read_profile
+    from autoq.tune import export_profile, tune
+    from tests.tune.conftest import fast_config
+
+    config = fast_config(  # screen 2 images, race to 4
+        tmp_path, trials=4, tiers=3, steps=(2, 4), precisions=("fp32", "bnb_nf4", "quanto_int8")
+    )
+    result = tune(config)
+    profile = read_profile(result.path)
+    assert profile.conditions is not None and profile.conditions.torch_threads >= 1
+    assert profile.reference.metrics.n_images == 4
+    resources = [r for t in profile.tiers for r in t.cheapest_in]
+    assert sorted(resources) == ["latency", "memory", "quality"]  # each resource once
+    for tier in profile.tiers:
+        low, high = tier.metrics.clip_ci or (1, 0)
+        assert low <= tier.metrics.clip_score <= high
+        assert tier.metrics.n_images == 4  # raced to the full set before it was chosen
+        assert tier.metrics.clip_vs_fp32 is not None and tier.metrics.psnr is not None
+        steps = [p.steps for p in tier.steps_curve]
+        assert len(steps) >= 2 and steps == sorted(steps) and tier.plan.steps in steps
+        assert tier.min_steps is not None and tier.min_steps <= tier.plan.steps
+    measured = [p for p in profile.trials if p.state == "complete"]
+    assert measured and all(p.plan is not None for p in profile.trials)
+    assert all(len(p.scores) == p.n_images >= 2 for p in measured)
+    exported = export_profile(
+        f"sqlite:///{tmp_path / (result.path.stem + '.optuna.db')}",
+        profile.study.study_name,
+        tmp_path / "exported",
+    )
+    assert [t.plan for t in exported.profile.tiers] == [t.plan for t in profile.tiers]
+    assert [t.steps_curve for t in exported.profile.tiers] == [t.steps_curve for t in profile.tiers]
