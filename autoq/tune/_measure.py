@@ -52,7 +52,9 @@ class TooSlowError(Exception):
     """A plan's first timed generation already rules it out; measuring on would waste time."""
 
     def __init__(self, seconds: float, limit: float) -> None:
-        super().__init__(f"a warm generation took {seconds:.2f}s, over {limit:.2f}s")
+        super().__init__(
+            f"after the untimed warm-up, a generation took {seconds:.2f}s, over {limit:.2f}s"
+        )
         self.seconds = seconds
 
 
