@@ -259,6 +259,8 @@ def _print_tiers(profile: Any) -> None:
     for row in rows:
         table.add_row(*row.values())
     console.print(table)
+    for line in profile.notes():
+        console.print(line, highlight=False)
 
 
 profile_app = typer.Typer(help="Inspect and export tuned profiles.", no_args_is_help=True)

@@ -293,6 +293,27 @@ class Profile(BaseModel):
                     pairs.append((a.name, b.name))
         return pairs
 
+    def notes(self) -> list[str]:
+        """One-line notes that belong under a table of the tiers: the quality floor, the
+        ties, and whether the machine was busy while timing."""
+        lines = []
+        if self.quality_floor is not None:
+            lines.append(
+                f"quality floor: CLIP {self.quality_floor:.1f} (every tier's 95% interval "
+                "clears it; the step dial keeps to it)"
+            )
+        if self.tiers and self.tiers[0].metrics.clip_ci is not None:
+            ties = ", ".join(f"{a} ~ {b}" for a, b in self.ties())
+            lines.append(f"ties (overlapping CLIP intervals, not ranked): {ties or 'none'}")
+        if self.conditions is not None and self.conditions.busy:
+            c = self.conditions
+            load = "?" if c.load_avg_1m is None else f"{c.load_avg_1m:.1f}"
+            lines.append(
+                f"machine busy while timing (load {load} on {c.cpu_count} CPUs, "
+                f"{c.torch_threads} torch threads): latencies are inflated"
+            )
+        return lines
+
     def tier(self, name: str) -> Tier:
         """The tier called ``name``.
 

@@ -111,3 +111,18 @@ def test_min_clip_score_is_judged_on_the_lower_end_of_the_interval() -> None:
     limits = Constraints(min_clip_score=65)
     assert limits.violations(m(68, 1, 1, half_ci=2), 70.0)[2] <= 0
     assert limits.violations(m(68, 1, 1, half_ci=4), 70.0)[2] > 0
+
+
+def test_profile_lists_ties_and_notes_them() -> None:
+    from tests.runtime.conftest import make_profile
+
+    base = make_profile()
+    clips = {"quality": (70, 2), "balanced": (68, 3), "minimal": (60, 2)}  # two overlap
+    tiers = [
+        t.model_copy(update={"metrics": m(clips[t.name][0], 1, 1, half_ci=clips[t.name][1])})
+        for t in base.tiers
+    ]
+    profile = base.model_copy(update={"tiers": tiers, "quality_floor": 55.0})
+    assert profile.ties() == [("quality", "balanced")]
+    assert profile.notes()[1] == "ties (overlapping CLIP intervals, not ranked): quality ~ balanced"
+    assert tiers[0].summary()["CLIP [95% CI] n"] == "70.0 [68.0, 72.0] n=16"
