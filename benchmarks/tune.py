@@ -4,10 +4,13 @@
     python benchmarks/tune.py samplers   # (b) Pareto hypervolume: NSGA-II / TPE / random vs grid
     python benchmarks/tune.py overhead   # (c) share of trial time outside timed generations
 
-(b) measures every plan of a reduced space once (the exhaustive grid), then replays the
-samplers against those measurements, so every sampler sees identical numbers and the
-comparison is not blurred by timing noise. Each sampler gets 20% of the grid's trials;
-hypervolume is computed on objectives normalised over the grid, reference point 1.1.
+(b) measures every plan of a reduced space once (the exhaustive grid, kept in
+benchmarks/results/tune-grid.json), then replays the samplers against those measurements
+through `autoq tune`'s own control flow (corner plans first, repeats as free twins, the
+reference plan measured up front), so every sampler sees identical numbers and the
+comparison is not blurred by timing noise. Each sampler gets 20% of the grid's plans as
+distinct measurements; hypervolume is computed on objectives normalised over the grid,
+reference point 1.1.
 Results go to benchmarks/results/tune-*.json and print as Markdown.
 """
 
@@ -20,21 +23,28 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import optuna
 
-from autoq.tune import TuneConfig, tune
+from autoq._logging import configure
+from autoq.pipeline import PipelinePlan
+from autoq.tune import SearchSpace, TuneConfig, tune
+from autoq.tune._optuna import DIRECTIONS
+from autoq.tune._search import Search
 
 RESULTS = Path("benchmarks/results")
+# The sampler grid: 4 precisions ** 3 components x 2 step counts = 128 plans, one prompt
+# each (it is measured once, then replayed; its latencies carry the machine's noise).
 REDUCED = {
     "precisions": ("fp32", "bnb_int8", "bnb_nf4", "quanto_int4"),
-    "steps": (8, 16),
-    "step_size": 8,
+    "steps": (4, 8),
+    "step_size": 4,
     "schedulers": ("default",),
     "protect": False,
-    "n_prompts": 4,
+    "n_prompts": 1,
 }
 
 
@@ -64,7 +74,9 @@ def _grid_table(tmp: Path) -> list[dict]:
     rows = []
     for t in study.trials:
         if t.state == optuna.trial.TrialState.COMPLETE and "twin_of" not in t.user_attrs:
-            rows.append({"params": t.params, "plan": t.user_attrs["plan"], "values": list(t.values)})
+            rows.append(
+                {"params": t.params, "plan": t.user_attrs["plan"], "values": list(t.values)}
+            )
     RESULTS.mkdir(parents=True, exist_ok=True)
     GRID.write_text(json.dumps({"space": REDUCED, "rows": rows}, indent=1))
     return rows
@@ -83,47 +95,88 @@ def _hypervolume(points: np.ndarray) -> float:
     return float(compute_hypervolume(points, np.full(points.shape[1], 1.1)))
 
 
+class Replay(Search):
+    """`autoq tune`'s control flow (corners, twins, budget) over the grid's measurements."""
+
+    def __init__(self, space: SearchSpace, lookup: dict[str, list[float]]) -> None:
+        self.space = space
+        self.reference_plan = space.reference()
+        self.lookup = lookup
+
+    def _values(self, plan: PipelinePlan) -> tuple[float, ...]:
+        return tuple(self.lookup[json.dumps(plan.model_dump(mode="json"), sort_keys=True)])
+
+    def measure_trial(self, trial: optuna.Trial, plan: PipelinePlan) -> tuple[float, ...]:
+        return self._values(plan)
+
+    def reference_twin(self, trial: optuna.Trial) -> tuple[float, ...]:
+        return self._values(self.reference_plan)  # `autoq tune` measures it before trial 0
+
+
 def samplers(seeds: int) -> dict:
+    from autoq.tune._optuna import sampler
+    from autoq.tune._search import counted, run_search
+
     with tempfile.TemporaryDirectory() as tmp:
         table = _grid_table(Path(tmp))
-    lookup = {json.dumps(r["params"], sort_keys=True): r["values"] for r in table}
+    lookup = {json.dumps(r["plan"], sort_keys=True): r["values"] for r in table}
     values = np.array([r["values"] for r in table])
     lo, hi = values.min(axis=0), values.max(axis=0)
     grid_hv = _hypervolume(_normalised(values, lo, hi))
-    space = {k: sorted({json.dumps(r["params"][k]) for r in table}) for k in table[0]["params"]}
+    components = list(table[0]["plan"]["precisions"])
+    space = SearchSpace(
+        precisions=dict.fromkeys(components, REDUCED["precisions"]),
+        steps=REDUCED["steps"],
+        step_size=REDUCED["step_size"],
+        schedulers=REDUCED["schedulers"],
+        protect=REDUCED["protect"],
+    )
+    assert space.size() == len(table), (space.size(), len(table))
     budget = max(1, round(0.2 * len(table)))
 
-    def objective(trial: optuna.Trial) -> list[float]:
-        params = {k: trial.suggest_categorical(k, [json.loads(v) for v in opts])
-                  for k, opts in space.items()}  # fmt: skip
-        return lookup[json.dumps(params, sort_keys=True)]
+    def tpe_plain(seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
 
     makers = {
-        # The population rule `autoq tune` uses for this budget.
-        "nsga2": lambda s: optuna.samplers.NSGAIISampler(
-            seed=s, population_size=max(8, min(50, budget // 4))
-        ),
-        "tpe": lambda s: optuna.samplers.TPESampler(seed=s, multivariate=True),
-        "random": lambda s: optuna.samplers.RandomSampler(seed=s),
+        "tpe (grouped multivariate; default)": lambda s: sampler("tpe", s, budget, space),
+        "tpe (multivariate)": tpe_plain,
+        "nsga2": lambda s: sampler("nsga2", s, budget, space),
+        "random": lambda s: sampler("random", s, budget, space),
     }
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    configure(level="WARNING")  # one line per trial would drown the table
     out = {"grid_trials": len(table), "budget": budget, "grid_hv": grid_hv, "samplers": {}}
-    for name, make in makers.items():
-        ratios = []
-        for seed in range(seeds):
-            study = optuna.create_study(
-                directions=["maximize", "minimize", "minimize"], sampler=make(seed)
-            )
-            study.optimize(objective, n_trials=budget)
-            found = np.array([t.values for t in study.trials])
-            ratios.append(_hypervolume(_normalised(found, lo, hi)) / grid_hv)
-        out["samplers"][name] = {"mean_hv_ratio": statistics.mean(ratios), "ratios": ratios}
+    for corners in (True, False):
+        for name, make in makers.items():
+            ratios, asked = [], []
+            for seed in range(seeds):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    study = optuna.create_study(directions=DIRECTIONS, sampler=make(seed))
+                    run_search(study, Replay(space, lookup), wanted=budget, corners=corners,
+                               gc_after_trial=False)  # fmt: skip
+                assert counted(study.trials) <= budget
+                found = np.array([t.values for t in study.trials if t.values is not None])
+                ratios.append(_hypervolume(_normalised(found, lo, hi)) / grid_hv)
+                asked.append(len(study.trials))
+            label = name if corners else f"{name}, no corners"
+            out["samplers"][label] = {
+                "mean_hv_ratio": statistics.mean(ratios),
+                "seeds_at_95": sum(r >= 0.95 for r in ratios) / len(ratios),
+                "mean_trials_asked": statistics.mean(asked),
+                "ratios": ratios,
+            }
+            print(f"{label}: {statistics.mean(ratios):.3f}", file=sys.stderr)
     return out
 
 
 def overhead() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        config = TuneConfig.create(profiles_dir=tmp, trials=20, **REDUCED)
+        config = TuneConfig.create(
+            profiles_dir=tmp,
+            trials=20,
+            **{**REDUCED, "n_prompts": 4, "steps": (8, 16), "step_size": 8},
+        )
         result = tune(config)
         storage = f"sqlite:///{Path(tmp) / (result.path.stem + '.optuna.db')}"
         study = optuna.load_study(study_name=result.profile.study.study_name, storage=storage)
@@ -137,7 +190,7 @@ def overhead() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["wall", "samplers", "overhead"])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--profiles-dir", help="wall: keep the profile here (a fresh folder)")
     args = parser.parse_args()
     if args.what == "wall":
@@ -148,7 +201,16 @@ def main() -> None:
         result = samplers(args.seeds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"tune-{args.what}.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    if args.what == "samplers":
+        print(f"{result['budget']} distinct measured plans of {result['grid_trials']}, "
+              f"{args.seeds} seeds\n")  # fmt: skip
+        print("| sampler | mean hypervolume vs grid | seeds >= 0.95 | trials asked |")
+        print("|---|---:|---:|---:|")
+        for name, row in result["samplers"].items():
+            print(f"| {name} | {row['mean_hv_ratio']:.3f} | {row['seeds_at_95']:.0%} | "
+                  f"{row['mean_trials_asked']:.1f} |")  # fmt: skip
+    else:
+        print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

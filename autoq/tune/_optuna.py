@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
@@ -75,26 +76,33 @@ def open_storage(
 
     import optuna
 
-    try:
-        with warnings.catch_warnings():  # heartbeats are experimental in Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=on_stale,
-            )
-    except ImportError:
-        raise ConfigError(
-            f"No database driver for {redact(url)}; for PostgreSQL "
-            "`pip install 'autoq[postgres]'` (psycopg)."
-        ) from None
-    except Exception as exc:  # sqlalchemy: bad URL, unreachable server, auth
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"Cannot open study storage {redact(url)}: {first}; check the URL and that the "
-            "database server is running."
-        ) from None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # heartbeats are experimental in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=on_stale,
+                )
+        except ImportError:
+            raise ConfigError(
+                f"No database driver for {redact(url)}; for PostgreSQL "
+                "`pip install 'autoq[postgres]'` (psycopg)."
+            ) from None
+        except Exception as exc:  # sqlalchemy: bad URL, unreachable server, auth
+            if attempt < 2 and "UniqueViolation" in str(exc):
+                # Workers starting together race to create Optuna's tables; the loser
+                # finds them created on a second look.
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"Cannot open study storage {redact(url)}: {first}; check the URL and that "
+                "the database server is running."
+            ) from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def redact(url: str) -> str:

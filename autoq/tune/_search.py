@@ -157,6 +157,7 @@ class Search:
                 trial.set_user_attr("outcome", "over_budget")
                 trial.set_user_attr("pruned", too_big)
                 raise optuna.TrialPruned(too_big)
+            log.info("trial_start", trial=trial.number, plan=plan.describe())
             values = self.measure_trial(trial, plan)
             trial.set_user_attr("outcome", "measured")
             return values
@@ -246,9 +247,12 @@ def run_search(
     wanted: int,
     timeout_s: float | None = None,
     on_trial: Callable[[optuna.Study], None] | None = None,
+    corners: bool = True,
+    gc_after_trial: bool = True,
 ) -> None:
     """Run trials until ``wanted`` trials of the study (all workers) spent a measurement,
-    the space is exhausted, or ``timeout_s`` passes. Corner plans are enqueued first."""
+    the space is exhausted, or ``timeout_s`` passes. With ``corners``, the space's corner
+    plans are enqueued first."""
     import warnings
 
     import optuna
@@ -256,7 +260,7 @@ def run_search(
     fail_orphans(study)
     with warnings.catch_warnings():  # enqueue_trial's `skip_if_exists` is experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        for params in search.space.corners(search.component_bytes):
+        for params in search.space.corners(search.component_bytes) if corners else []:
             study.enqueue_trial(params, skip_if_exists=True)
     size = search.space.size()
     idle = {"n": 0}
@@ -289,5 +293,5 @@ def run_search(
         timeout=timeout_s,
         catch=(Exception,),
         callbacks=[stop_when_done],
-        gc_after_trial=True,
+        gc_after_trial=gc_after_trial,
     )

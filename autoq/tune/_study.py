@@ -46,12 +46,23 @@ def _study_context(tuner: Tuner) -> dict[str, Any]:
 
 
 def _check_identity(
-    study: optuna.Study, identity: ModelIdentity, storage: str, explicit: bool
+    study: optuna.Study,
+    identity: ModelIdentity,
+    explicit: bool,
+    size: tuple[int | None, int | None] = (None, None),
 ) -> None:
-    """Refuse to resume a study of another model; say when a model's weights changed."""
+    """Refuse to resume a study of another model or image size; say when a model's
+    weights changed since its earlier studies."""
     import optuna
 
     stored = study.user_attrs.get("model")
+    measured_at = (study.user_attrs.get("height"), study.user_attrs.get("width"))
+    if stored is not None and measured_at != size:
+        raise ConfigError(
+            f"Study {study.study_name!r} was measured at height x width {measured_at} "
+            f"(None: the model's default), not {size}; pass the same --height/--width, or "
+            "another --study."
+        )
     if stored is not None:
         if (stored.get("content_hash"), stored.get("pipeline_class")) != (
             identity.content_hash,
@@ -67,11 +78,13 @@ def _check_identity(
         return
     if explicit:
         return
-    stem = study.study_name.rsplit("-", 1)[0]
+    stem = study.study_name.split(f"-{identity.content_hash}")[0]
     older = [
-        name
-        for name in optuna.get_all_study_names(study._storage)
-        if name != study.study_name and (name == stem or name.startswith(f"{stem}-"))
+        summary.study_name
+        for summary in optuna.get_all_study_summaries(study._storage, include_best_trial=False)
+        if summary.study_name != study.study_name
+        and (summary.study_name == stem or summary.study_name.startswith(f"{stem}-"))
+        and summary.user_attrs.get("model", {}).get("content_hash") != identity.content_hash
     ]
     if older:
         log.warning(
@@ -147,7 +160,8 @@ def tune(
     loaded = load_model(config.model, config.scorer)
     device_fingerprint = fingerprint(bench=False)
     stem = f"{loaded.slug}-{device_fingerprint.fingerprint_id}"
-    study_name = config.study_name or f"{stem}-{loaded.identity.content_hash}"
+    sized = f"-{config.height}x{config.width}" if config.height is not None else ""
+    study_name = config.study_name or f"{stem}-{loaded.identity.content_hash}{sized}"
     storage = storage_url(config, stem)
     # Per-trial images are working files: they live in the cache (not beside profiles),
     # one folder per study, so studies that share a name in other storages never mix.
@@ -160,7 +174,12 @@ def tune(
         directions=DIRECTIONS,
         load_if_exists=True,
     )
-    _check_identity(study, loaded.identity, storage, explicit=config.study_name is not None)
+    _check_identity(
+        study,
+        loaded.identity,
+        explicit=config.study_name is not None,
+        size=(config.height, config.width),
+    )
     # A seed of its own per run and per worker: a rerun or a second worker draws new plans
     # instead of replaying the first run's sequence.
     existing = len(study.get_trials(deepcopy=False))

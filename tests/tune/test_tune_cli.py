@@ -81,8 +81,8 @@ def postgres_study():
 
 @pytest.mark.slow
 def test_two_workers_fill_one_postgres_study(postgres_study: str, tmp_path: Path) -> None:
-    args = ["tune", "--storage", POSTGRES, "--study", postgres_study, "--trials", "4",
-            "--precisions", "fp32,ao_int8wo,bnb_nf4", *FAST]  # fmt: skip
+    args = ["tune", "--storage", POSTGRES, "--study", postgres_study, "--trials", "6",
+            "--precisions", "fp32,ao_int8wo,bnb_nf4", "--no-report", *FAST]  # fmt: skip
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "autoq.cli", *args, "--profiles-dir", str(tmp_path / f"w{i}")],
@@ -98,10 +98,15 @@ def test_two_workers_fill_one_postgres_study(postgres_study: str, tmp_path: Path
 
     import optuna
 
+    from autoq.tune._search import outcome
+
     study = optuna.load_study(study_name=postgres_study, storage=POSTGRES)
-    finished = [t for t in study.trials if t.state.is_finished()]
-    assert len(finished) >= 4
-    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers contributed
+    measured = [t for t in study.trials if outcome(t) == "measured"]
+    assert len(measured) >= 4
+    plans = [json.dumps(t.user_attrs["plan"], sort_keys=True) for t in measured]
+    assert len(set(plans)) == len(plans)  # no plan measured by both workers
+    assert len({t.user_attrs["worker"] for t in measured}) == 2  # both workers measured
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
 
     exported = autoq("profile", "export", "--storage", POSTGRES, "--study", postgres_study,
                      "--profiles-dir", str(tmp_path / "export"))  # fmt: skip
