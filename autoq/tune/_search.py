@@ -271,7 +271,8 @@ def run_search(
         settled = {
             str(t.user_attrs.get("plan"))
             for t in trials
-            if outcome(t) not in ("interrupted", "stale", "running", "waiting", "taken")
+            if "plan" in t.user_attrs
+            and outcome(t) not in ("interrupted", "stale", "running", "waiting", "taken")
         }
         if on_trial is not None:
             on_trial(study)
