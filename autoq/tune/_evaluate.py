@@ -247,7 +247,8 @@ def choose(study: optuna.Study, k: int) -> Choice:
     floor = limits.effective_min_clip(reference_clip)
     full = evalset_of(attrs).size
     raced = [a for a in floored if a.metrics.n_images >= full]
-    pool = raced or floored  # tiers come from raced plans when racing ran
+    # Tiers come from raced plans once racing ran; an interrupted tune uses what it has.
+    pool = raced if attrs.get("raced") and raced else floored
     tiers = select_tiers([(a, a.metrics) for a in pool], k) if pool else []
     return Choice(tiers, limits, floor, {a.trial.number for a in ok})
 
@@ -477,6 +478,7 @@ class Evaluator:
         log.info("race_start", plans=len(chosen), images=self.evalset.size)
         for assessed in chosen:
             self.extend(study, assessed)
+        study.set_user_attr("raced", True)
 
     def finish(self, study: optuna.Study, tiers: int) -> None:
         """After the search: race the front to the full set, choose the tiers, measure
