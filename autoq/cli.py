@@ -139,7 +139,10 @@ def tune(
     ),
     study: str | None = typer.Option(None, help="Study name (default: <model>-<fingerprint>)."),
     prompts: str | None = typer.Option(None, help="Text file, one prompt per line."),
-    n_prompts: int = typer.Option(6, help="Prompts (with fixed seeds) measured per trial."),
+    n_prompts: int = typer.Option(6, help="Images every trial is screened on (one per prompt)."),
+    eval_images: int = typer.Option(
+        16, help="Images of the full set that plans near the front are raced to."
+    ),
     profiles_dir: str = typer.Option("profiles", help="Where profiles and studies are written."),
     tiers: int = typer.Option(4, help="Most tiers in the profile."),
     seed: int = typer.Option(0, help="Sampler and generation seed."),
@@ -184,6 +187,7 @@ def tune(
         study_name=study,
         prompts=read_prompts(prompts) if prompts is not None else None,
         n_prompts=n_prompts,
+        eval_images=eval_images,
         profiles_dir=profiles_dir,
         tiers=tiers,
         seed=seed,
@@ -269,6 +273,8 @@ def _print_tiers(profile: Any) -> None:
     for row in rows:
         table.add_row(*(_safe(value) for value in row.values()))
     console.print(table)
+    for line in profile.notes():
+        console.print(line, highlight=False)
 
 
 def _print_profile_details(profile: Any) -> None:

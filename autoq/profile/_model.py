@@ -34,14 +34,26 @@ class Metrics(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     clip_score: float
-    """Mean CLIP score (torchmetrics definition: 100 x cosine) over the prompts."""
+    """CLIP score (torchmetrics definition: 100 x cosine) of the plan: fp32's mean at the
+    plan's steps and scheduler (on the largest image set measured) plus the plan's paired
+    difference to fp32 on its own images."""
     clip_score_std: float
+    """Spread of the plan's own per-image scores."""
     clip_ci: tuple[float, float] | None = None
     """95% confidence interval of ``clip_score`` (bootstrap clustered by prompt)."""
     n_images: int = 0
-    """How many images ``clip_score`` averages."""
+    """How many images of this plan ``clip_score`` rests on."""
+    clip_vs_fp32: float | None = None
+    """Quantization damage: mean paired CLIP difference to fp32 at the same steps and
+    scheduler (same prompts and seeds); ``0`` for fp32 plans."""
+    clip_vs_fp32_ci: tuple[float, float] | None = None
+    clip_vs_reference: float | None = None
+    """``clip_score`` minus the reference's, paired (same prompts and seeds): the
+    combined effect of precisions, steps and scheduler that ``--max-clip-drop`` judges."""
+    clip_vs_reference_ci: tuple[float, float] | None = None
     psnr: float | None = None
-    """Mean PSNR (dB) against the reference images; ``None`` for the reference itself."""
+    """Mean PSNR (dB, capped at 100) against fp32 at the same steps and scheduler;
+    ``None`` for the reference itself."""
     ssim: float | None = None
     latency_s: float
     """Median seconds of one end-to-end generation."""
@@ -50,6 +62,13 @@ class Metrics(BaseModel):
     """Weights of every component plus the activation peak of one generation."""
     weight_bytes: int
     memory_method: str
+
+    def quality_text(self) -> str:
+        """``"73.1 [70.2, 75.9] n=64"``: the score, its 95% interval, the images behind it."""
+        if self.clip_ci is None:
+            return f"{self.clip_score:.1f} n={self.n_images}"
+        low, high = self.clip_ci
+        return f"{self.clip_score:.1f} [{low:.1f}, {high:.1f}] n={self.n_images}"
 
 
 class Constraints(BaseModel):
@@ -69,14 +88,41 @@ class Constraints(BaseModel):
             floors.append(reference_clip * (1 - self.max_clip_drop_pct / 100))
         return max(floors) if floors else None
 
+    def quality_shortfall(self, metrics: Metrics, reference_clip: float) -> float:
+        """How far ``metrics`` is from surely meeting the quality limits (``<= 0``: it is).
+
+        Conservative: the whole 95% interval must clear the floor, so a plan whose
+        interval straddles it is infeasible. ``--min-clip-score`` is judged on the lower
+        end of ``clip_ci``; ``--max-clip-drop`` on the lower end of the paired difference
+        to the reference (``clip_vs_reference_ci``), which the reference's own noise does
+        not widen. Without intervals the point estimates are used.
+        """
+        shortfall = 0.0
+        if self.min_clip_score is not None:
+            low = metrics.clip_ci[0] if metrics.clip_ci is not None else metrics.clip_score
+            shortfall = max(shortfall, self.min_clip_score - low)
+        if self.max_clip_drop_pct is not None:
+            allowed = reference_clip * self.max_clip_drop_pct / 100
+            if metrics.clip_vs_reference_ci is not None:
+                change = metrics.clip_vs_reference_ci[0]
+            elif metrics.clip_vs_reference is not None:
+                change = metrics.clip_vs_reference
+            else:
+                change = metrics.clip_score - reference_clip
+            shortfall = max(shortfall, -allowed - change)
+        return shortfall
+
     def violations(self, metrics: Metrics, reference_clip: float) -> list[float]:
         """Optuna constraint values (``<= 0`` is feasible): memory, latency, quality."""
-        floor = self.effective_min_clip(reference_clip)
         return [
             metrics.peak_memory_bytes - self.max_memory_bytes if self.max_memory_bytes else 0.0,
             metrics.latency_s - self.max_latency_s if self.max_latency_s else 0.0,
-            floor - metrics.clip_score if floor is not None else 0.0,
+            self.quality_shortfall(metrics, reference_clip) if self.has_quality_floor else 0.0,
         ]
+
+    @property
+    def has_quality_floor(self) -> bool:
+        return self.min_clip_score is not None or self.max_clip_drop_pct is not None
 
 
 Resource = Literal["quality", "latency", "memory"]
@@ -117,12 +163,17 @@ class Tier(BaseModel):
         return {
             "tier": self.name,
             "plan": self.plan.describe(),
-            "CLIP": f"{m.clip_score:.2f} ± {m.clip_score_std:.2f}",
+            "CLIP [95% CI] n": m.quality_text(),
+            "vs fp32": "-" if m.clip_vs_fp32 is None else f"{m.clip_vs_fp32:+.1f}",
             "PSNR dB": "-" if m.psnr is None else f"{m.psnr:.1f}",
             "SSIM": "-" if m.ssim is None else f"{m.ssim:.3f}",
             "latency s": f"{m.latency_s:.3f} (p90 {m.latency_p90_s:.3f})",
             "peak MiB": f"{m.peak_memory_bytes / 2**20:,.1f}",
             "weights MiB": f"{m.weight_bytes / 2**20:,.1f}",
+            "cheapest in": ", ".join(self.cheapest_in) or "-",
+            "steps dial": (
+                f"{self.min_steps}-{self.plan.steps}" if self.min_steps is not None else "-"
+            ),
         }
 
     def to_diffusers(self) -> Any:
@@ -154,7 +205,9 @@ class TrialPoint(BaseModel):
     clip_ci: tuple[float, float] | None = None
     n_images: int = 0
     scores: list[float] = Field(default_factory=list)
-    """Per-image CLIP scores, in prompt-major order, to recompute intervals."""
+    """Per-image CLIP scores of the plan's own images, to recompute intervals. Images run
+    seed-major: ``[(p, s) for s in Profile.seeds for p in Profile.prompts]``, of which a
+    trial measured the first ``n_images``."""
     latency_s: float | None = None
     peak_memory_bytes: int | None = None
     feasible: bool = False
@@ -190,7 +243,11 @@ class StudyInfo(BaseModel):
 
 
 class Profile(BaseModel):
-    """Pareto-optimal tiers of one model on one device, best quality first."""
+    """Pareto-optimal tiers of one model on one device.
+
+    Tiers are listed by CLIP estimate, best first, but tiers in `ties` are not ranked and
+    the order says nothing about cost: choose by each tier's metrics or ``cheapest_in``.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -203,6 +260,9 @@ class Profile(BaseModel):
     prompts: list[str]
     seeds: list[int]
     guidance_scale: float
+    quality_floor: float | None = None
+    """The CLIP floor every tier meets, judged with intervals (the constraint's floor, or
+    the default tier floor when none was given); ``min_steps`` keeps to it too."""
     height: int | None = None
     """Image height the tiers were measured at (``None``: the pipeline's default)."""
     width: int | None = None
@@ -222,6 +282,38 @@ class Profile(BaseModel):
             )
         return value
 
+    def ties(self) -> list[tuple[str, str]]:
+        """Pairs of tier names whose CLIP intervals overlap: their quality is not ranked."""
+        from autoq.quality import overlap
+
+        pairs = []
+        for i, a in enumerate(self.tiers):
+            for b in self.tiers[i + 1 :]:
+                if overlap(_bounds(a.metrics), _bounds(b.metrics)):
+                    pairs.append((a.name, b.name))
+        return pairs
+
+    def notes(self) -> list[str]:
+        """One-line notes that belong under a table of the tiers: the quality floor, the
+        ties, and whether the machine was busy while timing."""
+        lines = []
+        if self.quality_floor is not None:
+            lines.append(
+                f"quality floor: CLIP {self.quality_floor:.1f} (every tier's 95% interval "
+                "clears it; the step dial keeps to it)"
+            )
+        if self.tiers and self.tiers[0].metrics.clip_ci is not None:
+            ties = ", ".join(f"{a} ~ {b}" for a, b in self.ties())
+            lines.append(f"ties (overlapping CLIP intervals, not ranked): {ties or 'none'}")
+        if self.conditions is not None and self.conditions.busy:
+            c = self.conditions
+            load = "?" if c.load_avg_1m is None else f"{c.load_avg_1m:.1f}"
+            lines.append(
+                f"machine busy while timing (load {load} on {c.cpu_count} CPUs, "
+                f"{c.torch_threads} torch threads): latencies are inflated"
+            )
+        return lines
+
     def tier(self, name: str) -> Tier:
         """The tier called ``name``.
 
@@ -234,3 +326,7 @@ class Profile(BaseModel):
             if tier.name == name:
                 return tier
         raise ConfigError(f"Unknown tier {name!r}; valid: {[t.name for t in self.tiers]}.")
+
+
+def _bounds(metrics: Metrics) -> tuple[float, float]:
+    return metrics.clip_ci or (metrics.clip_score, metrics.clip_score)

@@ -59,6 +59,8 @@ class TuneConfig(BaseModel):
     study_name: str | None = None
     prompts: tuple[str, ...] | None = None
     n_prompts: int = Field(default=6, ge=1)
+    eval_images: int = Field(default=16, ge=1)
+    """Images of the full evaluation set that plans near the front are raced to."""
     profiles_dir: Path = Path("profiles")
     tiers: int = Field(default=4, ge=1)
     seed: int = 0

@@ -1,20 +1,30 @@
-"""Measuring one pipeline plan: quality, fidelity to the reference, latency, peak memory.
+"""Measuring pipeline plans: images, per-image CLIP and fidelity, latency, peak memory.
 
-Per plan: one warm-up generation under `autoq.device.PeakMemory` (peak memory = component
-weight bytes + the activation peak of that generation), then one timed generation per
-prompt with fixed seeds. Latency is the median of the timed generations; quality is the
-CLIP score of those images with their prompts; fidelity is PSNR and SSIM against the
-reference plan's images for the same prompts and seeds.
+A plan is generated on an `EvalSet`: prompts crossed with seeds, enumerated seed-major
+(image ``i`` is ``prompts[i % P]`` with ``seeds[i // P]``), so the screening set (the
+first ``screen`` images) is a prefix of the full set and a plan is extended by generating
+the next images. The prompt is the cluster for confidence intervals.
+
+Per run: the first image is generated untimed as the warm-up (under `PeakMemory` when
+memory is wanted: peak = component weight bytes + that generation's activation peak), and
+the remaining ones are timed (latency = median). A run of one image times it once more.
+
+`summarize` turns the evidence into `Metrics`: the CLIP estimate is fp32's mean at the
+plan's steps and scheduler (on every image fp32 has there) plus the plan's paired
+difference to those fp32 images, with a prompt-clustered bootstrap interval.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autoq.profile import Metrics
+from autoq.quality import Part, clustered_mean, clustered_sum
 
 if TYPE_CHECKING:
     import torch
@@ -23,15 +33,68 @@ if TYPE_CHECKING:
 
     from autoq.quality import ClipScorer
 
-__all__ = ["TooSlowError", "fidelity", "generate", "measure_pipeline"]
+__all__ = [
+    "FULL_IMAGES",
+    "EvalSet",
+    "Run",
+    "TooSlowError",
+    "fidelity",
+    "generate",
+    "run_images",
+    "summarize",
+]
+
+FULL_IMAGES = 16
+"""Images of the full evaluation set (at least): what racing extends front plans to."""
 
 
 class TooSlowError(Exception):
-    """A plan's measured warm-up already rules it out; measuring on would waste time."""
+    """A plan's first timed generation already rules it out; measuring on would waste time."""
 
     def __init__(self, seconds: float, limit: float) -> None:
-        super().__init__(f"warm-up generation took {seconds:.2f}s, over {limit:.2f}s")
+        super().__init__(
+            f"after the untimed warm-up, a generation took {seconds:.2f}s, over {limit:.2f}s"
+        )
         self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Prompts x seeds, seed-major; the first ``screen`` images are the screening set."""
+
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    screen: int
+
+    def __post_init__(self) -> None:
+        if not self.prompts or not self.seeds:
+            raise ValueError("An evaluation set needs at least one prompt and one seed.")
+        if not 1 <= self.screen <= self.size:
+            raise ValueError(f"screen must be in [1, {self.size}], but got {self.screen}.")
+
+    @classmethod
+    def build(
+        cls, prompts: Sequence[str], screen: int, seed: int, full_images: int | None = None
+    ) -> EvalSet:
+        """Screen on the first ``screen`` prompts; the full set uses up to
+        ``max(screen, full_images)`` prompts and enough seeds for ``full_images`` images
+        (default `FULL_IMAGES`)."""
+        full_images = full_images or FULL_IMAGES
+        used = tuple(prompts[: max(screen, full_images)])
+        rounds = max(1, math.ceil(full_images / len(used)))
+        return cls(used, tuple(seed + i for i in range(rounds)), min(screen, len(used)))
+
+    @property
+    def size(self) -> int:
+        return len(self.prompts) * len(self.seeds)
+
+    def image(self, index: int) -> tuple[str, int]:
+        """``(prompt, seed)`` of image ``index``."""
+        return self.prompts[index % len(self.prompts)], self.seeds[index // len(self.prompts)]
+
+    def clusters(self, count: int, start: int = 0) -> list[int]:
+        """The prompt index of images ``start`` .. ``start + count - 1``."""
+        return [i % len(self.prompts) for i in range(start, start + count)]
 
 
 def generate(
@@ -69,80 +132,166 @@ def _to_tensor(images: Sequence[Image]) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2)
 
 
-def fidelity(images: Sequence[Image], reference: Sequence[Image]) -> tuple[float, float]:
-    """Mean PSNR (dB, capped at 100 for identical images) and SSIM against ``reference``."""
+def fidelity(
+    images: Sequence[Image], reference: Sequence[Image]
+) -> tuple[list[float], list[float]]:
+    """Per-image PSNR (dB, capped at 100 for identical images) and SSIM against
+    ``reference``."""
     from torchmetrics.functional.image import (
         peak_signal_noise_ratio,
         structural_similarity_index_measure,
     )
 
     preds, target = _to_tensor(images), _to_tensor(reference)
-    psnr = float(
-        peak_signal_noise_ratio(preds, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-        .clamp(max=100)
-        .mean()
-    )
-    ssim_value: Any = structural_similarity_index_measure(preds, target, data_range=1.0)
-    ssim = float(ssim_value)
-    return psnr, ssim
+    psnr = peak_signal_noise_ratio(
+        preds, target, data_range=1.0, reduction="none", dim=(1, 2, 3)
+    ).clamp(max=100)
+    ssim: Any = structural_similarity_index_measure(preds, target, data_range=1.0, reduction="none")
+    return [float(v) for v in psnr], [float(v) for v in ssim.reshape(-1)]
 
 
-def measure_pipeline(
+@dataclass
+class Run:
+    """What one run of a plan over a range of evaluation images produced."""
+
+    images: list[Image]
+    scores: list[float]
+    seconds: list[float]
+    """Timed generations (the warm-up excluded)."""
+    peak_bytes: int | None = None
+    """Weights + activation peak of the warm-up, when memory was tracked."""
+    weight_bytes: int = 0
+    memory_method: str = ""
+    psnr: list[float] = field(default_factory=list)
+    ssim: list[float] = field(default_factory=list)
+
+    @property
+    def generation_s(self) -> float:
+        return sum(self.seconds)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def run_images(
     pipe: DiffusionPipeline,
+    evalset: EvalSet,
+    start: int,
+    stop: int,
     *,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
     steps: int,
     guidance_scale: float,
     scorer: ClipScorer,
     device: torch.device,
-    reference: Sequence[Image] | None = None,
     size: tuple[int, int] | None = None,
+    track_memory: bool = False,
     give_up_after_s: float | None = None,
-) -> tuple[Metrics, list[Image], float]:
-    """Generate ``prompts`` with ``seeds`` on ``pipe`` and measure the result.
+) -> Run:
+    """Generate and score evaluation images ``start`` .. ``stop - 1`` with ``pipe``.
 
-    Returns:
-        The metrics, the generated images (one per prompt) and the seconds spent in
-        generations (warm-up included), to tell measurement from overhead.
+    The first is the untimed warm-up (memory tracked on it when asked); the others are
+    timed.
 
     Raises:
-        TooSlowError: The warm-up generation alone took longer than ``give_up_after_s``.
+        TooSlowError: The first timed generation took longer than ``give_up_after_s``.
     """
     from autoq.backends import weight_bytes
     from autoq.device import PeakMemory
     from autoq.pipeline import module_components
 
-    weights = sum(weight_bytes(m) for m in module_components(pipe).values())
-    start = time.perf_counter()
-    with PeakMemory(device) as peak:
-        generate(pipe, prompts[0], seeds[0], steps, guidance_scale, size)
-    warmup_s = time.perf_counter() - start
-    if give_up_after_s is not None and warmup_s > give_up_after_s:
-        raise TooSlowError(warmup_s, give_up_after_s)
-    images, seconds = [], []
-    for prompt, seed in zip(prompts, seeds, strict=True):
-        start = time.perf_counter()
-        images.append(generate(pipe, prompt, seed, steps, guidance_scale, size))
-        if device.type == "cuda":
-            import torch
+    if not 0 <= start < stop <= evalset.size:
+        raise ValueError(f"Expected 0 <= start < stop <= {evalset.size}, got {start}, {stop}.")
+    run = Run(images=[], scores=[], seconds=[])
+    if track_memory:
+        run.weight_bytes = sum(weight_bytes(m) for m in module_components(pipe).values())
+        with PeakMemory(device) as peak:
+            run.images.append(generate(pipe, *evalset.image(start), steps, guidance_scale, size))
+        run.peak_bytes = run.weight_bytes + peak.peak_bytes
+        run.memory_method = peak.method
+    else:
+        run.images.append(generate(pipe, *evalset.image(start), steps, guidance_scale, size))
+    timed = list(range(start + 1, stop)) or [start]
+    for index in timed:
+        began = time.perf_counter()
+        image = generate(pipe, *evalset.image(index), steps, guidance_scale, size)
+        _synchronize(device)
+        run.seconds.append(time.perf_counter() - began)
+        if index != start:
+            run.images.append(image)
+        if give_up_after_s is not None and run.seconds[0] > give_up_after_s:
+            raise TooSlowError(run.seconds[0], give_up_after_s)
+    prompts = [evalset.image(i)[0] for i in range(start, stop)]
+    run.scores = [float(s) for s in scorer.score(run.images, prompts)]
+    return run
 
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    scores = scorer.score(images, list(prompts))
-    psnr = ssim = None
-    if reference is not None:
-        psnr, ssim = fidelity(images, reference)
+
+def _ci(interval: Any) -> tuple[float, float]:
+    return (interval.low, interval.high)
+
+
+def summarize(
+    evalset: EvalSet,
+    *,
+    scores: Sequence[float],
+    fp32: Sequence[float] | None,
+    reference: Sequence[float] | None,
+    seconds: Sequence[float],
+    peak_bytes: int,
+    weight_bytes: int,
+    memory_method: str,
+    psnr: Sequence[float] | None = None,
+    ssim: Sequence[float] | None = None,
+) -> Metrics:
+    """A plan's `Metrics` from its evidence.
+
+    Args:
+        evalset: The images the scores refer to (the first ``len(scores)`` of it).
+        scores: The plan's per-image CLIP scores.
+        fp32: fp32's per-image scores at the plan's steps and scheduler (at least as many
+            as ``scores``); ``None`` when the plan is that fp32 plan.
+        reference: The reference plan's per-image scores; ``None`` for the reference.
+        seconds: Timed generations.
+        peak_bytes, weight_bytes, memory_method: From the memory-tracked warm-up.
+        psnr, ssim: Per-image fidelity to the fp32 images (``None`` for the reference).
+
+    Raises:
+        ValueError: Fewer fp32 scores than plan scores, or no score.
+    """
+    n = len(scores)
+    if n == 0:
+        raise ValueError("Expected at least one score, but got none.")
+    base = list(fp32) if fp32 is not None else list(scores)
+    if len(base) < n:
+        raise ValueError(f"Expected at least {n} fp32 scores, but got {len(base)}.")
+    diff = [s - b for s, b in zip(scores, base[:n], strict=True)]
+    parts = [Part(base, evalset.clusters(len(base))), Part(diff, evalset.clusters(n))]
+    estimate = clustered_sum(parts, n=n)
+    damage = clustered_mean(diff, evalset.clusters(n))
+    if reference is None:
+        vs_reference, vs_reference_ci = 0.0, (0.0, 0.0)
+    else:
+        negated = [-r for r in reference]
+        change = clustered_sum([*parts, Part(negated, evalset.clusters(len(negated)))], n=n)
+        vs_reference, vs_reference_ci = change.estimate, _ci(change)
     ordered = sorted(seconds)
-    metrics = Metrics(
-        clip_score=float(scores.mean()),
-        clip_score_std=float(scores.std()) if len(scores) > 1 else 0.0,
-        psnr=psnr,
-        ssim=ssim,
+    return Metrics(
+        clip_score=estimate.estimate,
+        clip_score_std=statistics.pstdev(scores) if n > 1 else 0.0,
+        clip_ci=_ci(estimate),
+        n_images=n,
+        clip_vs_fp32=damage.estimate,
+        clip_vs_fp32_ci=_ci(damage),
+        clip_vs_reference=vs_reference,
+        clip_vs_reference_ci=vs_reference_ci,
+        psnr=statistics.fmean(psnr) if psnr else None,
+        ssim=statistics.fmean(ssim) if ssim else None,
         latency_s=statistics.median(seconds),
         latency_p90_s=ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
-        peak_memory_bytes=weights + peak.peak_bytes,
-        weight_bytes=weights,
-        memory_method=peak.method,
+        peak_memory_bytes=peak_bytes,
+        weight_bytes=weight_bytes,
+        memory_method=memory_method,
     )
-    return metrics, images, warmup_s + sum(seconds)

@@ -11,7 +11,8 @@ from autoq.errors import ConfigError
 from autoq.pipeline import PipelinePlan
 from autoq.profile import Constraints, Metrics
 from autoq.tune._config import TuneConfig
-from autoq.tune._measure import TooSlowError
+from autoq.tune._evaluate import Evaluator, Measured
+from autoq.tune._measure import EvalSet, TooSlowError
 from autoq.tune._optuna import CONSTRAINTS
 from autoq.tune._search import Search
 from autoq.tune._space import build_space
@@ -19,7 +20,6 @@ from autoq.tune._space import build_space
 if TYPE_CHECKING:
     import optuna
     import torch
-    from PIL.Image import Image
 
     from autoq.device import Fingerprint
     from autoq.pipeline import LoadedModel
@@ -27,21 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["Tuner"]
 
 log = get_logger("autoq.tune")
-
-
-def _save_images(images: list[Image], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(images):
-        image.save(folder / f"{i:02d}.png")
-
-
-def _load_images(folder: Path, count: int) -> list[Image] | None:
-    from PIL import Image as PILImage
-
-    paths = [folder / f"{i:02d}.png" for i in range(count)]
-    if not all(p.is_file() for p in paths):
-        return None
-    return [PILImage.open(p).convert("RGB") for p in paths]
 
 
 class Tuner(Search):
@@ -70,8 +55,9 @@ class Tuner(Search):
         prompts = list(config.prompts or loaded.default_prompts or [])
         if not prompts:
             raise ConfigError("This model has no default prompts; pass --prompts FILE.")
-        self.prompts = prompts[: config.n_prompts]
-        self.seeds = [config.seed + i for i in range(len(self.prompts))]
+        self.evalset = EvalSet.build(prompts, config.n_prompts, config.seed, config.eval_images)
+        self.prompts = list(self.evalset.prompts)
+        self.seeds = list(self.evalset.seeds)
         self.size = (config.height, config.width) if config.height and config.width else None
         self.guidance = (
             config.guidance_scale if config.guidance_scale is not None else loaded.default_guidance
@@ -89,50 +75,34 @@ class Tuner(Search):
         self._estimates: dict[tuple[str, str], float] = {}
         self.reference: Metrics | None = None
         self.reference_plan = self.space.reference()
-        self.reference_images: list[Image] | None = None
-
-    # -- measurement ---------------------------------------------------------------
-
-    def measure(
-        self, plan: PipelinePlan, reference: list[Image] | None
-    ) -> tuple[Metrics, list[Image], float]:
-        from autoq.pipeline import assemble
-        from autoq.tune._measure import measure_pipeline
-
-        pipe = assemble(self.cache, plan)
-        limit = self.config.max_latency_s
-        return measure_pipeline(
-            pipe,
-            give_up_after_s=2 * limit if limit is not None and reference is not None else None,
-            prompts=self.prompts,
-            seeds=self.seeds,
-            steps=plan.steps,
+        self.evaluator = Evaluator(
+            self.cache,
+            self.evalset,
+            scorer=loaded.scorer,
+            device=device,
             guidance_scale=self.guidance,
-            scorer=self.loaded.scorer,
-            device=self.device,
-            reference=reference,
+            workdir=workdir,
+            reference_plan=self.reference_plan,
             size=self.size,
         )
 
-    def ensure_reference(self, study: optuna.Study) -> Metrics:
-        """Measure the reference plan once per study; later runs reuse it and its images."""
-        folder = self.workdir / "reference"
-        stored = study.user_attrs.get("reference")
-        images = _load_images(folder, len(self.prompts))
-        if stored is not None and images is not None:
-            self.reference = Metrics.model_validate(stored["metrics"])
-            self.reference_images = images
-            return self.reference
-        log.info("reference_start", plan=self.reference_plan.describe())
-        metrics, images, _ = self.measure(self.reference_plan, None)
-        _save_images(images, folder)
-        study.set_user_attr(
-            "reference",
-            {"metrics": metrics.model_dump(), "plan": self.reference_plan.model_dump(mode="json")},
+    # -- measurement ---------------------------------------------------------------
+
+    def measure(self, plan: PipelinePlan, folder: Path, study: optuna.Study) -> Measured:
+        """Screen ``plan`` (see `autoq.tune._evaluate`): its images go to ``folder``.
+
+        Raises:
+            TooSlowError: A warm generation already took twice ``--max-latency``.
+        """
+        limit = self.config.max_latency_s
+        return self.evaluator.screen(
+            study, plan, folder, give_up_after_s=2 * limit if limit is not None else None
         )
-        self.reference, self.reference_images = metrics, images
-        log.info("reference_done", **metrics.model_dump())
-        return metrics
+
+    def ensure_reference(self, study: optuna.Study) -> Metrics:
+        """Measure the reference plan on the full evaluation set once per study."""
+        self.reference = self.evaluator.ensure_reference(study)
+        return self.reference
 
     def estimate_weight_bytes(self, plan: PipelinePlan) -> float:
         """Weights of ``plan`` from layer shapes and storage formats, without building it."""
@@ -176,8 +146,8 @@ class Tuner(Search):
 
     def reference_twin(self, trial: optuna.Trial) -> tuple[float, float, float]:
         reference = self.reference or self.ensure_reference(trial.study)
-        trial.set_user_attr("metrics", reference.model_dump())
-        trial.set_user_attr("images", str(self.workdir / "reference"))
+        for key, value in self.evaluator.reference_attrs(trial.study).items():
+            trial.set_user_attr(key, value)
         self._constrain(trial, reference)
         return reference.clip_score, reference.latency_s, reference.peak_memory_bytes / 2**20
 
@@ -186,10 +156,11 @@ class Tuner(Search):
         import optuna
 
         started = time.perf_counter()
+        folder = self.workdir / "trials" / f"{trial.number:04d}"
         try:
-            metrics, images, generation_s = self.measure(plan, self.reference_images)
+            measured = self.measure(plan, folder, trial.study)
         except TooSlowError as slow:
-            # Measured, not estimated: the warm-up alone was twice the latency limit.
+            # Measured, not estimated: a warm generation was twice the latency limit.
             trial.set_user_attr("pruned", str(slow))
             trial.set_user_attr("outcome", "too_slow")
             raise optuna.TrialPruned(str(slow)) from None
@@ -201,12 +172,12 @@ class Tuner(Search):
             log.warning("trial_failed", trial=trial.number, plan=plan.describe(), error=str(exc))
             release_memory(self.device)
             raise
-        folder = self.workdir / "trials" / f"{trial.number:04d}"
-        _save_images(images, folder)
-        trial.set_user_attr("metrics", metrics.model_dump())
-        trial.set_user_attr("images", str(folder))
+        metrics = measured.metrics
+        for key, value in measured.attrs.items():  # evidence, metrics, images
+            trial.set_user_attr(key, value)
         trial.set_user_attr(
-            "timing", {"trial_s": time.perf_counter() - started, "generation_s": generation_s}
+            "timing",
+            {"trial_s": time.perf_counter() - started, "generation_s": measured.generation_s},
         )
         violations = self._constrain(trial, metrics)
         log.info(

@@ -34,6 +34,7 @@ def _study_context(tuner: Tuner) -> dict[str, Any]:
         "constraints": tuner.constraints.model_dump(),
         "prompts": tuner.prompts,
         "seeds": tuner.seeds,
+        "screen": tuner.evalset.screen,
         "guidance_scale": tuner.guidance,
         "height": config.height,
         "width": config.width,
@@ -213,6 +214,8 @@ def tune(
             report(study)
             run_search(study, tuner, wanted=config.trials, timeout_s=config.timeout_s,
                        on_trial=report)  # fmt: skip
+            # After the search: race the front to the full set, then the tiers' step curves.
+            tuner.evaluator.finish(study, config.tiers)
         except KeyboardInterrupt as stop:
             stopped_by = stop.signal_name if isinstance(stop, Interrupted) else "SIGINT"
             fail_orphans(study, include_self=True)  # a trial the signal left RUNNING

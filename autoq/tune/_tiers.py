@@ -1,17 +1,45 @@
-"""Choosing a profile's tiers: the feasible Pareto front, spanned from best quality to
-least memory."""
+"""Choosing a profile's tiers: corners of the feasible Pareto front, then spread.
+
+From the feasible plans (every limit met, quality judged with its interval), the tiers
+are always the best-quality plan, the fastest plan and the smallest plan; the remaining
+slots go to the front's points farthest, in (log latency, log memory), from the tiers
+already chosen. A plan within measurement noise of a chosen tier in every objective
+(overlapping quality intervals, latency and memory within their noise) adds nothing and
+is skipped. Each tier records which resource, among the chosen tiers, it is cheapest in.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from autoq.profile import Constraints, Metrics
+from autoq.profile import Constraints, Metrics, Resource
+from autoq.quality import overlap
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-__all__ = ["feasible", "pareto_front", "select_tiers", "tier_names", "trial_metrics"]
+__all__ = [
+    "LATENCY_NOISE",
+    "MEMORY_NOISE",
+    "Chosen",
+    "feasible",
+    "pareto_front",
+    "select_tiers",
+    "tier_names",
+    "trial_metrics",
+    "within_noise",
+]
+
+T = TypeVar("T")
+
+LATENCY_NOISE = 0.10
+"""Relative latency difference below which two plans count as equally fast (at least;
+a plan's own p90/median spread widens it)."""
+MEMORY_NOISE = 0.05
+"""Relative peak-memory difference below which two plans count as equally small."""
 
 
 def _objectives(metrics: Metrics) -> tuple[float, float, float]:
@@ -37,7 +65,8 @@ def trial_metrics(trial: FrozenTrial) -> Metrics | None:
 def feasible(
     trials: Sequence[FrozenTrial], constraints: Constraints, reference_clip: float
 ) -> list[tuple[FrozenTrial, Metrics]]:
-    """Completed trials that meet every constraint, judged on their measured metrics."""
+    """Completed trials that meet every constraint, judged on their measured metrics
+    (quality conservatively: see `Constraints.quality_shortfall`)."""
     from optuna.trial import TrialState
 
     kept = []
@@ -50,35 +79,108 @@ def feasible(
     return kept
 
 
-def select_tiers(
-    candidates: Sequence[tuple[FrozenTrial, Metrics]], k: int
-) -> list[tuple[FrozenTrial, Metrics]]:
-    """Up to ``k`` Pareto-optimal candidates spanning the front, best quality first.
+def _latency_noise(a: Metrics, b: Metrics) -> float:
+    spreads = [m.latency_p90_s / m.latency_s - 1 for m in (a, b) if m.latency_s > 0]
+    return max([LATENCY_NOISE, *spreads])
 
-    The best-quality and the least-memory points are always kept; the rest are spread
-    evenly by memory in between. Identical plans count once.
+
+def _close(x: float, y: float, relative: float) -> bool:
+    return abs(math.log(max(x, 1e-12) / max(y, 1e-12))) <= math.log1p(relative)
+
+
+def within_noise(a: Metrics, b: Metrics) -> bool:
+    """Whether two plans are indistinguishable in every objective: overlapping CLIP
+    intervals, latency within its noise, peak memory within `MEMORY_NOISE`."""
+    qa = a.clip_ci or (a.clip_score, a.clip_score)
+    qb = b.clip_ci or (b.clip_score, b.clip_score)
+    return (
+        overlap(qa, qb)
+        and _close(a.latency_s, b.latency_s, _latency_noise(a, b))
+        and _close(a.peak_memory_bytes, b.peak_memory_bytes, MEMORY_NOISE)
+    )
+
+
+@dataclass
+class Chosen(Generic[T]):
+    """A selected tier: the caller's item, its metrics, and where it is cheapest."""
+
+    item: T
+    metrics: Metrics
+    cheapest_in: list[Resource] = field(default_factory=list)
+
+
+def _position(m: Metrics) -> tuple[float, float]:
+    return (math.log(max(m.latency_s, 1e-9)), math.log(max(m.peak_memory_bytes, 1)))
+
+
+def select_tiers(candidates: Sequence[tuple[T, Metrics]], k: int) -> list[Chosen[T]]:
+    """Up to ``k`` tiers from feasible ``candidates``, spanning quality, latency, memory.
+
+    Args:
+        candidates: Feasible ``(item, metrics)`` pairs, one per distinct plan, any order.
+        k: Most tiers wanted.
+
+    Returns:
+        The tiers by CLIP estimate, best first, each with ``cheapest_in`` set: the
+        resources (``quality``, ``latency``, ``memory``) in which no other chosen tier
+        beats it. The order is not cost order.
+
+    Raises:
+        ValueError: ``k`` is not positive.
     """
-    unique: dict[str, tuple[FrozenTrial, Metrics]] = {}
-    for trial, metrics in candidates:
-        unique.setdefault(str(trial.user_attrs.get("plan")), (trial, metrics))
-    pool = list(unique.values())
-    front = [pool[i] for i in pareto_front([m for _, m in pool])]
-    front.sort(key=lambda tm: tm[1].peak_memory_bytes, reverse=True)
-    if len(front) > k:
-        best = max(range(len(front)), key=lambda i: front[i][1].clip_score)
-        picks = {best, len(front) - 1}
-        for j in range(k):
-            if len(picks) >= k:
-                break
-            picks.add(round(j * (len(front) - 1) / max(k - 1, 1)))
-        front = [front[i] for i in sorted(picks)]
-    front.sort(key=lambda tm: (-tm[1].clip_score, tm[1].peak_memory_bytes))
-    return front
+    if k < 1:
+        raise ValueError(f"k must be positive, but got {k}.")
+    front = [candidates[i] for i in pareto_front([m for _, m in candidates])]
+    if not front:
+        return []
+    best = max(front, key=lambda c: (c[1].clip_score, -c[1].latency_s, -c[1].peak_memory_bytes))
+    fastest = min(front, key=lambda c: (c[1].latency_s, -c[1].clip_score, c[1].peak_memory_bytes))
+    smallest = min(front, key=lambda c: (c[1].peak_memory_bytes, -c[1].clip_score, c[1].latency_s))
+    picks: list[tuple[T, Metrics]] = [best]
+
+    def distance(c: tuple[T, Metrics]) -> float:
+        x = _position(c[1])
+        return min(math.dist(x, _position(p[1])) for p in picks)
+
+    def adds_something(c: tuple[T, Metrics]) -> bool:
+        return all(c is not p and not within_noise(c[1], p[1]) for p in picks)
+
+    corners = [c for c in (fastest, smallest) if adds_something(c)]
+    corners.sort(key=distance, reverse=True)  # with k == 2, the corner spanning more
+    for corner in corners:
+        if len(picks) < k and adds_something(corner):
+            picks.append(corner)
+    while len(picks) < k:
+        rest = [c for c in front if adds_something(c)]
+        if not rest:
+            break
+        picks.append(max(rest, key=lambda c: (distance(c), c[1].clip_score)))
+    picks.sort(key=lambda c: (-c[1].clip_score, c[1].latency_s, c[1].peak_memory_bytes))
+    chosen = [Chosen(item, metrics) for item, metrics in picks]
+    chosen[0].cheapest_in.append("quality")
+    min(chosen, key=lambda c: (c.metrics.latency_s, -c.metrics.clip_score)).cheapest_in.append(
+        "latency"
+    )
+    min(
+        chosen, key=lambda c: (c.metrics.peak_memory_bytes, -c.metrics.clip_score)
+    ).cheapest_in.append("memory")
+    return chosen
 
 
-def tier_names(count: int) -> list[str]:
-    """``quality``, ``balanced``, ``balanced-2`` ..., ``minimal``."""
-    if count == 1:
-        return ["quality"]
-    middle = ["balanced"] + [f"balanced-{i}" for i in range(2, count - 1)]
-    return ["quality", *middle[: count - 2], "minimal"]
+def tier_names(cheapest: Sequence[Sequence[Resource]]) -> list[str]:
+    """Names from what each tier is cheapest in: ``quality``, ``fast``, ``small``,
+    ``minimal`` (fastest and smallest), others ``balanced``, ``balanced-2`` ..."""
+    names, balanced = [], 0
+    for resources in cheapest:
+        if "quality" in resources:
+            names.append("quality")
+        elif "latency" in resources and "memory" in resources:
+            names.append("minimal")
+        elif "latency" in resources:
+            names.append("fast")
+        elif "memory" in resources:
+            names.append("small")
+        else:
+            balanced += 1
+            names.append("balanced" if balanced == 1 else f"balanced-{balanced}")
+    return names

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from autoq._logging import get_logger
 from autoq.errors import ConfigError
 from autoq.pipeline import PipelinePlan
 from autoq.profile import (
@@ -19,13 +21,17 @@ from autoq.profile import (
     TrialPoint,
     write_profile,
 )
+from autoq.profile import TrialState as TrialStateName
+from autoq.tune._evaluate import assess, choose, evalset_of, tier_curve, tune_conditions
 from autoq.tune._optuna import open_storage, redact
-from autoq.tune._tiers import feasible, select_tiers, tier_names, trial_metrics
+from autoq.tune._tiers import tier_names
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["TuneResult", "export_profile", "write_study_profile"]
+__all__ = ["TuneResult", "export_profile", "trial_points", "write_study_profile"]
+
+log = get_logger("autoq.tune")
 
 
 class TuneResult:
@@ -44,13 +50,19 @@ class TuneResult:
 def write_study_profile(
     study: optuna.Study, storage: str, workdir: Path, path: Path
 ) -> tuple[Path, Profile]:
+    """Choose tiers from the study's evidence (see `autoq.tune._evaluate.choose`) and
+    write the profile with every trial's evidence.
+
+    Raises:
+        ConfigError: No reference yet, or no feasible plan.
+    """
     from optuna.trial import TrialState
 
     from autoq._version import __version__
     from autoq.device import Fingerprint
 
     attrs = study.user_attrs
-    if "reference" not in attrs or "fingerprint" not in attrs:
+    if "evidence" not in attrs.get("reference", {}) or "fingerprint" not in attrs:
         raise ConfigError(
             f"Study {study.study_name!r} has no reference measurement yet; "
             "run `autoq tune` against it first."
@@ -58,50 +70,61 @@ def write_study_profile(
     constraints = Constraints.model_validate(attrs["constraints"])
     reference_metrics = Metrics.model_validate(attrs["reference"]["metrics"])
     trials = study.get_trials(deepcopy=False)
-    chosen = select_tiers(
-        feasible(trials, constraints, reference_metrics.clip_score), attrs["tiers"]
-    )
-    if not chosen:
+    choice = choose(study, attrs["tiers"])
+    if not choice.tiers:
         states = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
         raise ConfigError(
             f"No trial of study {study.study_name!r} meets the constraints "
             f"(trials by state: {states}); relax --max-memory / --max-latency / "
             "--min-clip-score, or run more --trials."
         )
+    evalset = evalset_of(attrs)
     profile_dir = path.with_suffix("")
     tiers = []
-    for name, (trial, metrics) in zip(tier_names(len(chosen)), chosen, strict=True):
+    names = tier_names([c.cheapest_in for c in choice.tiers])
+    for name, chosen in zip(names, choice.tiers, strict=True):
+        trial = chosen.item.trial
         samples = _copy_samples(
-            Path(trial.user_attrs.get("images", "")), profile_dir / "tiers" / name
+            Path(trial.user_attrs.get("images", "")),
+            profile_dir / "tiers" / name,
+            len(evalset.prompts),
         )
+        curve, min_steps = tier_curve(attrs, chosen, choice.constraints)
         tiers.append(
             Tier(
                 name=name,
-                plan=PipelinePlan.model_validate(trial.user_attrs["plan"]),
-                metrics=metrics,
+                plan=chosen.item.plan,
+                metrics=chosen.metrics,
                 trial=trial.number,
                 samples=[str(p.relative_to(path.parent)) for p in samples],
+                cheapest_in=chosen.cheapest_in,
+                steps_curve=curve,
+                min_steps=min_steps,
             )
         )
-    reference_samples = _copy_samples(workdir / "reference", profile_dir / "reference")
-    ok = {t.number for t, _ in feasible(trials, constraints, reference_metrics.clip_score)}
-    points = [
-        TrialPoint(
-            number=t.number,
-            clip_score=m.clip_score,
-            latency_s=m.latency_s,
-            peak_memory_bytes=m.peak_memory_bytes,
-            feasible=t.number in ok,
+    reference_plan = PipelinePlan.model_validate(attrs["reference"]["plan"])
+    reference_samples = _copy_samples(
+        workdir / "fp32" / f"{reference_plan.steps}-{reference_plan.scheduler}",
+        profile_dir / "reference",
+        len(evalset.prompts),
+    )
+    conditions = tune_conditions(attrs)
+    if conditions is not None and conditions.busy:
+        log.warning(
+            "machine_busy",
+            message=(
+                f"Load average {conditions.load_avg_1m:.1f} on {conditions.cpu_count} CPUs "
+                "while timing: other work shared the machine, latencies are inflated; "
+                "re-run the tune on an idle machine."
+            ),
         )
-        for t in trials
-        if t.state == TrialState.COMPLETE and (m := trial_metrics(t)) is not None
-    ]
     profile = Profile(
         autoq_version=__version__,
         created=datetime.now(timezone.utc),
         fingerprint=Fingerprint.model_validate(attrs["fingerprint"]),
         model=ModelIdentity.model_validate(attrs["model"]),
         constraints=constraints,
+        quality_floor=choice.floor,
         prompts=attrs["prompts"],
         seeds=attrs["seeds"],
         guidance_scale=attrs["guidance_scale"],
@@ -109,7 +132,7 @@ def write_study_profile(
         width=attrs.get("width"),
         reference=Tier(
             name="reference",
-            plan=PipelinePlan.model_validate(attrs["reference"]["plan"]),
+            plan=reference_plan,
             metrics=reference_metrics,
             samples=[str(p.relative_to(path.parent)) for p in reference_samples],
         ),
@@ -123,19 +146,65 @@ def write_study_profile(
             trials_failed=sum(1 for t in trials if t.state == TrialState.FAIL),
             trials_pruned=sum(1 for t in trials if t.state == TrialState.PRUNED),
         ),
-        trials=points,
+        trials=trial_points(study, choice.feasible),
+        conditions=conditions,
     )
     return write_profile(profile, path), profile
 
 
-def _copy_samples(source: Path, target: Path) -> list[Path]:
-    """Copy a trial's images next to the profile (none if this machine lacks them)."""
+_STATES: dict[str, TrialStateName] = {
+    "COMPLETE": "complete",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "RUNNING": "running",
+    "WAITING": "running",
+}
+
+
+def trial_points(study: optuna.Study, feasible: set[int]) -> list[TrialPoint]:
+    """Every trial with its evidence: plan, state, per-image scores, metrics, or why it
+    was pruned or failed. A twin (a plan proposed again) carries its first trial's
+    evidence and metrics."""
+    by_plan = {_plan_json_key(a.plan.model_dump(mode="json")): a for a in assess(study)}
+    points = []
+    for t in study.get_trials(deepcopy=False):
+        raw_plan = t.user_attrs.get("plan")
+        assessed = by_plan.get(_plan_json_key(raw_plan)) if raw_plan else None
+        m = assessed.metrics if assessed is not None else None
+        reason = t.user_attrs.get("pruned") or t.user_attrs.get("error")
+        if t.user_attrs.get("interrupted"):
+            reason = reason or "interrupted"
+        points.append(
+            TrialPoint(
+                number=t.number,
+                state=_STATES.get(t.state.name, "failed"),
+                plan=PipelinePlan.model_validate(raw_plan) if raw_plan else None,
+                clip_score=m.clip_score if m else None,
+                clip_ci=m.clip_ci if m else None,
+                n_images=m.n_images if m else 0,
+                scores=list(assessed.evidence["scores"]) if assessed else [],
+                latency_s=m.latency_s if m else None,
+                peak_memory_bytes=m.peak_memory_bytes if m else None,
+                feasible=assessed is not None and assessed.trial.number in feasible,
+                reason=str(reason) if reason else None,
+            )
+        )
+    return points
+
+
+def _plan_json_key(raw: dict[str, Any]) -> str:
+    return json.dumps(raw, sort_keys=True)
+
+
+def _copy_samples(source: Path, target: Path, count: int) -> list[Path]:
+    """Copy a plan's first ``count`` images (one per prompt) next to the profile (none if
+    this machine lacks them)."""
     if not source.is_dir() or source.resolve() == target.resolve():
         return sorted(target.glob("*.png")) if target.is_dir() else []
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    for image in sorted(source.glob("*.png")):
+    for image in sorted(source.glob("*.png"))[:count]:
         shutil.copy2(image, target / image.name)
     return sorted(target.glob("*.png"))
 

@@ -11,6 +11,7 @@ from autoq.tune import TuneConfig
 
 FAST: dict[str, Any] = {
     "n_prompts": 2,
+    "eval_images": 4,
     "steps": (4, 8),
     "step_size": 2,
     "seed": 0,

@@ -101,13 +101,13 @@ def test_interrupted_tune_writes_profile_and_resumes(tmp_path: Path, monkeypatch
     real = _objective.Tuner.measure
     calls = {"n": 0}
 
-    def stop_on_third(self, plan, reference):
+    def stop_on_second(self, *args):
         calls["n"] += 1
-        if calls["n"] == 3:  # reference, trial 0, then Ctrl-C during trial 1
+        if calls["n"] == 2:  # one plan measured, then Ctrl-C during the next
             raise KeyboardInterrupt
-        return real(self, plan, reference)
+        return real(self, *args)
 
-    monkeypatch.setattr(_objective.Tuner, "measure", stop_on_third)
+    monkeypatch.setattr(_objective.Tuner, "measure", stop_on_second)
     config = fast_config(tmp_path, trials=3, precisions=("fp32", "ao_int8wo"))
     interrupted = tune(config)
     assert interrupted.interrupted and interrupted.signal_name == "SIGINT"
@@ -131,11 +131,11 @@ def test_a_trial_that_raises_does_not_stop_the_study(tmp_path: Path, monkeypatch
     real = _objective.Tuner.measure
     calls = {"n": 0}
 
-    def fail_second_trial(self, plan, reference):
+    def fail_second_trial(self, *args):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 2:  # the reference is measured apart, not through `measure`
             raise RuntimeError("CUDA out of memory (simulated)")
-        return real(self, plan, reference)
+        return real(self, *args)
 
     monkeypatch.setattr(_objective.Tuner, "measure", fail_second_trial)
     result = tune(fast_config(tmp_path, trials=3, precisions=("fp32", "ao_int8wo")))
@@ -165,7 +165,7 @@ def test_plans_far_over_the_latency_limit_stop_after_the_warm_up(tmp_path: Path)
     ]
     tried = [t for t in trials if outcome(t) != "twin"]  # twins: copies of the reference
     assert tried and all(t.state == TrialState.PRUNED for t in tried)
-    assert all("warm-up generation took" in t.user_attrs["pruned"] for t in tried)
+    assert all("after the untimed warm-up" in t.user_attrs["pruned"] for t in tried)
 
 
 def _db(folder: Path) -> str:

@@ -1,0 +1,602 @@
+"""The evaluation protocol: screen every plan, race the front, measure tiers' step curves.
+
+What a plan changes is measured in two parts. Quantization damage: the plan's images
+against fp32's at the *same* steps and scheduler, same prompts and seeds (paired CLIP
+difference, PSNR, SSIM). The step/scheduler effect: fp32's CLIP at those steps and
+scheduler, generated once per study and kept in it (``fp32:<steps>:<scheduler>``), on as
+many images as any plan needed there. A plan's CLIP estimate is their sum.
+
+Images are spent where they decide something: every trial is screened on the first
+`EvalSet.screen` images; after the search, the plans that could still be on the feasible
+front (not surely dominated, not surely below the quality floor) are extended to the full
+set (one racing round), and only then are tiers chosen. Each chosen tier is then measured
+at about half its steps for the runtime's step dial.
+
+Everything lives in the study (user attributes) and the work folder, so a resumed tune
+reuses it and `export_profile` rebuilds the same tiers without measuring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoq._logging import get_logger
+from autoq.pipeline import PipelinePlan
+from autoq.profile import Constraints, Metrics, StepPoint, TuneConditions
+from autoq.quality import Part, clustered_mean, clustered_sum
+from autoq.tune._measure import EvalSet, Run, fidelity, run_images, summarize
+from autoq.tune._tiers import Chosen, select_tiers
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+    from optuna.trial import FrozenTrial
+    from PIL.Image import Image
+
+    from autoq.pipeline import ComponentCache
+    from autoq.quality import ClipScorer
+
+__all__ = [
+    "DEFAULT_TIER_DROP_PCT",
+    "Assessed",
+    "Evaluator",
+    "assess",
+    "choose",
+    "finalists",
+    "tier_constraints",
+    "tune_conditions",
+]
+
+log = get_logger("autoq.tune")
+
+DEFAULT_TIER_DROP_PCT = 10.0
+"""Without a quality limit, tiers keep CLIP within this many percent of the reference
+(judged on the paired interval), so the fastest and smallest tiers are still usable."""
+
+RACE_FACTOR = 2
+"""Plans extended to the full set after the search: this many per wanted tier."""
+
+
+def _plan_key(plan: PipelinePlan) -> str:
+    text = json.dumps(plan.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _fp32_key(steps: int, scheduler: str) -> str:
+    return f"fp32:{steps}:{scheduler}"
+
+
+def _is_fp32(plan: PipelinePlan) -> bool:
+    return all(p == "fp32" for p in plan.precisions.values()) and not plan.protect
+
+
+def evalset_of(attrs: dict[str, Any]) -> EvalSet:
+    """The evaluation set a study measured on (its user attributes)."""
+    prompts = tuple(attrs["prompts"])
+    return EvalSet(prompts, tuple(attrs["seeds"]), int(attrs.get("screen", len(prompts))))
+
+
+def _reference_clip(attrs: dict[str, Any]) -> float:
+    return float(attrs["reference"]["metrics"]["clip_score"])
+
+
+def tier_constraints(constraints: Constraints) -> Constraints:
+    """The limits tiers are chosen under: the given ones, plus the default quality floor
+    (`DEFAULT_TIER_DROP_PCT`) when no quality limit was given."""
+    if constraints.has_quality_floor:
+        return constraints
+    return constraints.model_copy(update={"max_clip_drop_pct": DEFAULT_TIER_DROP_PCT})
+
+
+def _save(images: Sequence[Image], folder: Path, start: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images, start):
+        image.save(folder / f"{i:03d}.png")
+
+
+def _load(folder: Path, count: int) -> list[Image] | None:
+    from PIL import Image as PILImage
+
+    paths = [folder / f"{i:03d}.png" for i in range(count)]
+    if not all(p.is_file() for p in paths):
+        return None
+    return [PILImage.open(p).convert("RGB") for p in paths]
+
+
+# -- evidence -> metrics, from the study alone ----------------------------------------------
+
+
+def trial_evidence(attrs: dict[str, Any], trial: FrozenTrial) -> dict[str, Any] | None:
+    """A trial's measured evidence: its screening plus any racing extension."""
+    evidence = trial.user_attrs.get("evidence")
+    if evidence is None:
+        return None
+    extension = attrs.get(f"extension:{trial.number}")
+    if not extension:
+        return dict(evidence)
+    merged = dict(evidence)
+    for key in ("scores", "seconds", "psnr", "ssim"):
+        merged[key] = list(evidence.get(key, [])) + list(extension.get(key, []))
+    return merged
+
+
+def plan_metrics(attrs: dict[str, Any], plan: PipelinePlan, evidence: dict[str, Any]) -> Metrics:
+    """`Metrics` of ``plan`` from its evidence and the study's fp32 and reference scores."""
+    evalset = evalset_of(attrs)
+    scores = evidence["scores"]
+    stored = attrs.get(_fp32_key(plan.steps, plan.scheduler), {}).get("scores", [])
+    fp32 = stored if len(stored) >= len(scores) else None
+    if fp32 is None and not _is_fp32(plan):
+        raise ValueError(f"No fp32 scores at {plan.steps} steps {plan.scheduler} in the study.")
+    reference = attrs["reference"]
+    is_reference = PipelinePlan.model_validate(reference["plan"]) == plan
+    return summarize(
+        evalset,
+        scores=scores,
+        fp32=fp32,
+        reference=None if is_reference else reference["evidence"]["scores"],
+        seconds=evidence["seconds"],
+        peak_bytes=evidence["peak_bytes"],
+        weight_bytes=evidence["weight_bytes"],
+        memory_method=evidence["memory_method"],
+        psnr=None if is_reference else evidence.get("psnr"),
+        ssim=None if is_reference else evidence.get("ssim"),
+    )
+
+
+@dataclass
+class Assessed:
+    """One distinct measured plan of the study: the first trial that measured it."""
+
+    trial: FrozenTrial
+    plan: PipelinePlan
+    metrics: Metrics
+    evidence: dict[str, Any]
+
+
+def assess(study: optuna.Study) -> list[Assessed]:
+    """Every distinct plan the study measured, with metrics from all its evidence."""
+    from optuna.trial import TrialState
+
+    attrs = study.user_attrs
+    seen: set[str] = set()
+    kept = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        evidence = trial_evidence(attrs, trial)
+        if evidence is None or "plan" not in trial.user_attrs:
+            continue
+        plan = PipelinePlan.model_validate(trial.user_attrs["plan"])
+        key = _plan_key(plan)
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(Assessed(trial, plan, plan_metrics(attrs, plan, evidence), evidence))
+    return kept
+
+
+def _meets(constraints: Constraints, metrics: Metrics, reference_clip: float) -> bool:
+    return all(v <= 0 for v in constraints.violations(metrics, reference_clip))
+
+
+def _optimistic(metrics: Metrics) -> Metrics:
+    """``metrics`` with quality at the top of its intervals (could it still qualify?)."""
+    high = metrics.clip_ci[1] if metrics.clip_ci else metrics.clip_score
+    change = metrics.clip_vs_reference_ci
+    return metrics.model_copy(
+        update={
+            "clip_ci": (high, high),
+            "clip_vs_reference_ci": (change[1], change[1]) if change else None,
+        }
+    )
+
+
+def finalists(
+    assessed: Sequence[Assessed], constraints: Constraints, reference_clip: float, count: int
+) -> list[Assessed]:
+    """Plans worth the full evaluation set: not surely infeasible, not surely dominated.
+
+    Surely dominated: another plan's CLIP interval lies wholly above this one's and it is
+    no slower and no larger. If more than ``count`` remain, the spanning choice of
+    `select_tiers` (corners first, then spread) keeps ``count``.
+    """
+    hopeful = [a for a in assessed if _meets(constraints, _optimistic(a.metrics), reference_clip)]
+
+    def surely_beats(b: Metrics, a: Metrics) -> bool:
+        low_b = b.clip_ci[0] if b.clip_ci else b.clip_score
+        high_a = a.clip_ci[1] if a.clip_ci else a.clip_score
+        return (
+            low_b > high_a
+            and b.latency_s <= a.latency_s
+            and b.peak_memory_bytes <= a.peak_memory_bytes
+        )
+
+    open_ = [a for a in hopeful if not any(surely_beats(b.metrics, a.metrics) for b in hopeful)]
+    if len(open_) <= count:
+        return open_
+    return [c.item for c in select_tiers([(a, a.metrics) for a in open_], count)]
+
+
+@dataclass
+class Choice:
+    """The tiers a study yields and the floor they were chosen under."""
+
+    tiers: list[Chosen[Assessed]]
+    constraints: Constraints
+    floor: float | None
+    feasible: set[int]
+    """Trial numbers of every feasible plan (under the user's own constraints)."""
+
+
+def choose(study: optuna.Study, k: int) -> Choice:
+    """Tiers from the study's evidence: deterministic, so tune and export agree."""
+    attrs = study.user_attrs
+    constraints = Constraints.model_validate(attrs["constraints"])
+    reference_clip = _reference_clip(attrs)
+    assessed = assess(study)
+    ok = [a for a in assessed if _meets(constraints, a.metrics, reference_clip)]
+    limits = tier_constraints(constraints)
+    floored = [a for a in ok if _meets(limits, a.metrics, reference_clip)]
+    if not floored:  # nothing within the default floor: the user's limits alone
+        floored, limits = ok, constraints
+    floor = limits.effective_min_clip(reference_clip)
+    full = evalset_of(attrs).size
+    raced = [a for a in floored if a.metrics.n_images >= full]
+    # Tiers come from raced plans once racing ran; an interrupted tune uses what it has.
+    pool = raced if attrs.get("raced") and raced else floored
+    tiers = select_tiers([(a, a.metrics) for a in pool], k) if pool else []
+    return Choice(tiers, limits, floor, {a.trial.number for a in ok})
+
+
+def tune_conditions(attrs: dict[str, Any]) -> TuneConditions | None:
+    """How busy the machine was while the study measured (from its load samples)."""
+    raw = attrs.get("conditions")
+    if not raw:
+        return None
+    samples = raw.get("load", [])
+    load = sum(samples) / len(samples) if samples else None
+    cpus = int(raw["cpu_count"])
+    return TuneConditions(
+        torch_threads=int(raw["torch_threads"]),
+        cpu_count=cpus,
+        load_avg_1m=load,
+        busy=load is not None and load > cpus + 0.5,
+    )
+
+
+# -- measuring, with a pipeline ----------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """A screened plan: its metrics, what to record on the trial, generation seconds."""
+
+    metrics: Metrics
+    attrs: dict[str, Any]
+    generation_s: float
+
+
+class Evaluator:
+    """Measures plans for one worker of a study; results go to the study and work folder."""
+
+    def __init__(
+        self,
+        cache: ComponentCache,
+        evalset: EvalSet,
+        *,
+        scorer: ClipScorer,
+        device: torch.device,
+        guidance_scale: float,
+        workdir: Path,
+        reference_plan: PipelinePlan,
+        size: tuple[int, int] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.evalset = evalset
+        self.scorer = scorer
+        self.device = device
+        self.guidance = guidance_scale
+        self.workdir = workdir
+        self.reference_plan = reference_plan
+        self.size = size
+
+    def _run(
+        self,
+        plan: PipelinePlan,
+        start: int,
+        stop: int,
+        *,
+        track_memory: bool = False,
+        give_up_after_s: float | None = None,
+    ) -> Run:
+        from autoq.pipeline import assemble
+
+        return run_images(
+            assemble(self.cache, plan),
+            self.evalset,
+            start,
+            stop,
+            steps=plan.steps,
+            guidance_scale=self.guidance,
+            scorer=self.scorer,
+            device=self.device,
+            size=self.size,
+            track_memory=track_memory,
+            give_up_after_s=give_up_after_s,
+        )
+
+    def record_conditions(self, study: optuna.Study) -> None:
+        """Append the machine's 1-minute load average to the study's samples."""
+        import torch
+
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cpus = os.cpu_count() or 1
+        raw = dict(study.user_attrs.get("conditions") or {})
+        load = list(raw.get("load", []))
+        if hasattr(os, "getloadavg"):
+            load.append(round(os.getloadavg()[0], 2))
+        raw.update(torch_threads=torch.get_num_threads(), cpu_count=cpus, load=load[-200:])
+        study.set_user_attr("conditions", raw)
+
+    # fp32 at a plan's steps and scheduler
+
+    def _fp32_plan(self, steps: int, scheduler: str) -> PipelinePlan:
+        return PipelinePlan(
+            precisions=dict.fromkeys(self.reference_plan.precisions, "fp32"),
+            steps=steps,
+            scheduler=scheduler,
+        )
+
+    def _fp32_folder(self, steps: int, scheduler: str) -> Path:
+        return self.workdir / "fp32" / f"{steps}-{scheduler}"
+
+    def _store_fp32(
+        self, study: optuna.Study, steps: int, scheduler: str, run: Run, start: int
+    ) -> None:
+        key = _fp32_key(steps, scheduler)
+        stored = dict(study.user_attrs.get(key) or {"scores": [], "seconds": []})
+        if len(stored["scores"]) != start:
+            return  # another worker got there first
+        _save(run.images, self._fp32_folder(steps, scheduler), start)
+        stored["scores"] = list(stored["scores"]) + run.scores
+        stored["seconds"] = list(stored["seconds"]) + run.seconds
+        study.set_user_attr(key, stored)
+
+    def fp32(self, study: optuna.Study, steps: int, scheduler: str, count: int) -> list[Image]:
+        """fp32's first ``count`` images at ``steps`` and ``scheduler``, generated once per
+        study (scores kept in the study, images in the work folder)."""
+        key = _fp32_key(steps, scheduler)
+        folder = self._fp32_folder(steps, scheduler)
+        have = len((study.user_attrs.get(key) or {}).get("scores", []))
+        images = _load(folder, min(have, count)) if have else []
+        if images is None:  # scores from another machine: regenerate the images here
+            run = self._run(self._fp32_plan(steps, scheduler), 0, min(have, count))
+            _save(run.images, folder, 0)
+            images = run.images
+        if have < count:
+            run = self._run(self._fp32_plan(steps, scheduler), have, count)
+            self._store_fp32(study, steps, scheduler, run, have)
+            images = images + run.images
+        return images[:count]
+
+    def ensure_reference(self, study: optuna.Study) -> Metrics:
+        """Measure the reference plan on the full set once per study."""
+        stored = study.user_attrs.get("reference")
+        plan = self.reference_plan
+        if stored is not None and "evidence" in stored:
+            return Metrics.model_validate(stored["metrics"])
+        log.info("reference_start", plan=plan.describe(), images=self.evalset.size)
+        self.record_conditions(study)
+        run = self._run(plan, 0, self.evalset.size, track_memory=True)
+        self._store_fp32(study, plan.steps, plan.scheduler, run, 0)
+        evidence = _evidence(run)
+        study.set_user_attr(
+            "reference",
+            {"metrics": {}, "plan": plan.model_dump(mode="json"), "evidence": evidence},
+        )
+        metrics = plan_metrics(study.user_attrs, plan, evidence)
+        study.set_user_attr(
+            "reference",
+            {
+                "metrics": metrics.model_dump(),
+                "plan": plan.model_dump(mode="json"),
+                "evidence": evidence,
+            },
+        )
+        log.info("reference_done", clip=metrics.quality_text(), latency_s=metrics.latency_s)
+        return metrics
+
+    def reference_attrs(self, study: optuna.Study) -> dict[str, Any]:
+        """What a trial that drew the reference plan records: the reference's evidence."""
+        stored = study.user_attrs["reference"]
+        plan = self.reference_plan
+        return {
+            "evidence": stored["evidence"],
+            "metrics": stored["metrics"],
+            "images": str(self._fp32_folder(plan.steps, plan.scheduler)),
+        }
+
+    def screen(
+        self,
+        study: optuna.Study,
+        plan: PipelinePlan,
+        folder: Path,
+        give_up_after_s: float | None = None,
+    ) -> Measured:
+        """Measure ``plan`` on the screening images (and fp32 there, if not yet done).
+
+        Raises:
+            TooSlowError: The first timed generation took longer than ``give_up_after_s``.
+        """
+        self.record_conditions(study)
+        n = self.evalset.screen
+        run = self._run(plan, 0, n, track_memory=True, give_up_after_s=give_up_after_s)
+        if _is_fp32(plan):
+            run.psnr, run.ssim = [100.0] * n, [1.0] * n
+            self._store_fp32(study, plan.steps, plan.scheduler, run, 0)
+        else:
+            base = self.fp32(study, plan.steps, plan.scheduler, n)
+            run.psnr, run.ssim = fidelity(run.images, base)
+        _save(run.images, folder, 0)
+        evidence = _evidence(run)
+        metrics = plan_metrics(study.user_attrs, plan, evidence)
+        attrs = {"evidence": evidence, "metrics": metrics.model_dump(), "images": str(folder)}
+        return Measured(metrics, attrs, run.generation_s)
+
+    def extend(self, study: optuna.Study, assessed: Assessed) -> None:
+        """Measure a screened plan on the rest of the full set (racing)."""
+        trial, plan = assessed.trial, assessed.plan
+        have, full = len(assessed.evidence["scores"]), self.evalset.size
+        if have >= full:
+            return
+        run = self._run(plan, have, full)
+        if _is_fp32(plan):
+            run.psnr, run.ssim = [100.0] * len(run.images), [1.0] * len(run.images)
+        else:
+            base = self.fp32(study, plan.steps, plan.scheduler, full)[have:]
+            run.psnr, run.ssim = fidelity(run.images, base)
+        folder = Path(trial.user_attrs.get("images", self.workdir / "trials" / str(trial.number)))
+        _save(run.images, folder, have)
+        study.set_user_attr(
+            f"extension:{trial.number}",
+            {"scores": run.scores, "seconds": run.seconds, "psnr": run.psnr, "ssim": run.ssim},
+        )
+
+    def race(self, study: optuna.Study, tiers: int) -> None:
+        """Extend the plans that could still make a tier to the full evaluation set."""
+        attrs = study.user_attrs
+        constraints = tier_constraints(Constraints.model_validate(attrs["constraints"]))
+        reference_clip = _reference_clip(attrs)
+        chosen = finalists(assess(study), constraints, reference_clip, RACE_FACTOR * tiers)
+        log.info("race_start", plans=len(chosen), images=self.evalset.size)
+        for assessed in chosen:
+            self.extend(study, assessed)
+        study.set_user_attr("raced", True)
+
+    def finish(self, study: optuna.Study, tiers: int) -> None:
+        """After the search: race the front to the full set, choose the tiers, measure
+        their step curves. Writing the profile afterwards chooses the same tiers."""
+        self.race(study, tiers)
+        choice = choose(study, tiers)
+        log.info("steps_curves_start", tiers=len(choice.tiers))
+        for chosen in choice.tiers:
+            self.steps_curve(study, chosen, choice.constraints)
+
+    def steps_curve(
+        self, study: optuna.Study, chosen: Chosen[Assessed], limits: Constraints
+    ) -> None:
+        """Measure a tier's plan at about half its steps (and three quarters when half
+        misses the floor) on the full set; stored as ``curve:<plan>:<steps>``."""
+        attrs = study.user_attrs
+        plan = chosen.item.plan
+        reference = attrs["reference"]["evidence"]["scores"]
+        reference_clip = _reference_clip(attrs)
+        for steps in sorted({max(1, round(plan.steps / 2)), max(1, round(plan.steps * 3 / 4))}):
+            if steps >= plan.steps:
+                continue
+            key = f"curve:{_plan_key(plan)}:{steps}"
+            point = attrs.get(key)
+            if point is None:
+                run = self._run(plan.model_copy(update={"steps": steps}), 0, self.evalset.size)
+                point = {"steps": steps, "scores": run.scores, "seconds": run.seconds}
+                study.set_user_attr(key, point)
+            if _curve_point_meets(attrs, point, reference, limits, reference_clip):
+                break  # fewer steps already meet the floor: three quarters adds nothing
+
+
+def _evidence(run: Run) -> dict[str, Any]:
+    return {
+        "scores": run.scores,
+        "seconds": run.seconds,
+        "psnr": run.psnr,
+        "ssim": run.ssim,
+        "peak_bytes": run.peak_bytes,
+        "weight_bytes": run.weight_bytes,
+        "memory_method": run.memory_method,
+    }
+
+
+def _point_metrics(
+    attrs: dict[str, Any], point: dict[str, Any], reference: Sequence[float]
+) -> tuple[StepPoint, tuple[float, float]]:
+    """A step-curve point (direct mean of the plan's own full-set images) and its paired
+    change against the reference."""
+    import statistics
+
+    evalset = evalset_of(attrs)
+    scores = point["scores"]
+    own = clustered_mean(scores, evalset.clusters(len(scores)))
+    change = clustered_sum(
+        [
+            Part(scores, evalset.clusters(len(scores))),
+            Part([-r for r in reference], evalset.clusters(len(reference))),
+        ]
+    )
+    step = StepPoint(
+        steps=point["steps"],
+        latency_s=statistics.median(point["seconds"]),
+        clip_score=own.estimate,
+        clip_ci=(own.low, own.high),
+    )
+    return step, (change.low, change.high)
+
+
+def _curve_point_meets(
+    attrs: dict[str, Any],
+    point: dict[str, Any],
+    reference: Sequence[float],
+    limits: Constraints,
+    reference_clip: float,
+) -> bool:
+    step, change = _point_metrics(attrs, point, reference)
+    probe = Metrics(
+        clip_score=step.clip_score,
+        clip_score_std=0.0,
+        clip_ci=step.clip_ci,
+        clip_vs_reference=(change[0] + change[1]) / 2,
+        clip_vs_reference_ci=change,
+        latency_s=step.latency_s,
+        latency_p90_s=step.latency_s,
+        peak_memory_bytes=1,
+        weight_bytes=1,
+        memory_method="",
+    )
+    return limits.quality_shortfall(probe, reference_clip) <= 0
+
+
+def tier_curve(
+    attrs: dict[str, Any], chosen: Chosen[Assessed], limits: Constraints
+) -> tuple[list[StepPoint], int | None]:
+    """A tier's step curve (ascending, its own steps included) and its ``min_steps``: the
+    fewest measured steps still meeting the quality floor (judged with intervals)."""
+    plan, metrics = chosen.item.plan, chosen.metrics
+    reference = attrs["reference"]["evidence"]["scores"]
+    reference_clip = _reference_clip(attrs)
+    points = [
+        StepPoint(
+            steps=plan.steps,
+            latency_s=metrics.latency_s,
+            clip_score=metrics.clip_score,
+            clip_ci=metrics.clip_ci,
+        )
+    ]
+    min_steps = plan.steps if limits.quality_shortfall(metrics, reference_clip) <= 0 else None
+    prefix = f"curve:{_plan_key(plan)}:"
+    for key, point in attrs.items():
+        if not key.startswith(prefix):
+            continue
+        step, _ = _point_metrics(attrs, point, reference)
+        points.append(step)
+        if min_steps is not None and _curve_point_meets(
+            attrs, point, reference, limits, reference_clip
+        ):
+            min_steps = min(min_steps, step.steps)
+    points.sort(key=lambda p: p.steps)
+    return points, min_steps

@@ -1,0 +1,185 @@
+"""Can a profile's quality figures be trusted? Re-score its tiers on images the tune never saw.
+
+    python benchmarks/quality.py stability [PROFILE] [--seeds 4]   # re-score, compare
+    python benchmarks/quality.py span [PROFILE]                    # tier span ratios
+
+stability: every tier (and the reference) is generated again on a disjoint evaluation set,
+the shapes model's 16 held-out prompts x seeds 1000.. (the tune used seeds below 1000),
+and scored with the same CLIP scorer. Reported: how often a re-scored mean falls inside
+the tier's 95% interval (aim >= 90%), and how often a pair of tiers that the profile calls
+different (intervals not overlapping) comes out in the other order (aim 0); pairs the
+profile calls ties are counted apart.
+
+span: the default profile's fastest tier vs its best-quality tier in latency, and its
+smallest tier vs its best-quality tier in peak memory (aims >= 3x and >= 2.5x).
+
+Results go to benchmarks/results/quality-*.json and print as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from itertools import combinations
+from pathlib import Path
+
+from autoq.profile import Profile, Tier, read_profile
+
+RESULTS = Path("benchmarks/results")
+
+
+def _default_profile() -> Path:
+    candidates = sorted(Path("profiles").glob("shapes-*.json"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise SystemExit("No profiles/shapes-*.json; run `autoq tune` first or pass a profile.")
+    return candidates[-1]
+
+
+def _rescore(profile: Profile, tiers: list[Tier], seeds: list[int]) -> dict[str, list[float]]:
+    import torch
+
+    from autoq.pipeline import ComponentCache, assemble, load_model
+    from autoq.quality import clustered_mean
+    from autoq.tune._measure import EvalSet, run_images
+    from autoq.zoo import prompts
+
+    loaded = load_model(profile.model.source, None)
+    loaded.pipe.set_progress_bar_config(disable=True)
+    cache = ComponentCache(loaded.pipe, 2**34, model_hash=loaded.identity.content_hash)
+    evalset = EvalSet(tuple(prompts("shapes")), tuple(seeds), 1)
+    size = (profile.height, profile.width) if profile.height and profile.width else None
+    scores: dict[str, list[float]] = {}
+    for tier in tiers:
+        run = run_images(
+            assemble(cache, tier.plan),
+            evalset,
+            0,
+            evalset.size,
+            steps=tier.plan.steps,
+            guidance_scale=profile.guidance_scale,
+            scorer=loaded.scorer,
+            device=torch.device("cpu"),
+            size=size,
+        )
+        scores[tier.name] = run.scores
+        interval = clustered_mean(run.scores, evalset.clusters(evalset.size))
+        print(
+            f"{tier.name}: profile {tier.metrics.quality_text()} | re-scored "
+            f"{interval.estimate:.1f} [{interval.low:.1f}, {interval.high:.1f}] n={interval.n}",
+            flush=True,
+        )
+    return scores
+
+
+def stability(path: Path, n_seeds: int) -> dict:
+    profile = read_profile(path)
+    tiers = [profile.reference, *profile.tiers]
+    scores = _rescore(profile, tiers, [1000 + i for i in range(n_seeds)])
+    means = {name: statistics.fmean(s) for name, s in scores.items()}
+    inside = []
+    for tier in tiers:
+        low, high = tier.metrics.clip_ci or (tier.metrics.clip_score,) * 2
+        inside.append(
+            {
+                "tier": tier.name,
+                "profile": tier.metrics.clip_score,
+                "ci": [low, high],
+                "n": tier.metrics.n_images,
+                "rescored": means[tier.name],
+                "inside": low <= means[tier.name] <= high,
+            }
+        )
+    ties = set(profile.ties())
+    pairs = []
+    for a, b in combinations(profile.tiers, 2):
+        tie = (a.name, b.name) in ties
+        flipped = (a.metrics.clip_score - b.metrics.clip_score) * (
+            means[a.name] - means[b.name]
+        ) < 0
+        pairs.append({"pair": [a.name, b.name], "tie": tie, "flipped": flipped})
+    different = [p for p in pairs if not p["tie"]]
+    return {
+        "profile": str(path),
+        "disjoint_set": f"16 held-out prompts x seeds 1000-{999 + n_seeds}",
+        "images_per_tier": len(next(iter(scores.values()))),
+        "torch_threads": _threads(),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "tiers": inside,
+        "pairs": pairs,
+        "inside_rate": sum(t["inside"] for t in inside) / len(inside),
+        "different_pairs": len(different),
+        "different_flipped": sum(p["flipped"] for p in different),
+        "tie_pairs": len(pairs) - len(different),
+        "tie_flipped": sum(p["flipped"] for p in pairs if p["tie"]),
+    }
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def span(path: Path) -> dict:
+    profile = read_profile(path)
+    best = max(profile.tiers, key=lambda t: t.metrics.clip_score)
+    fastest = min(profile.tiers, key=lambda t: t.metrics.latency_s)
+    smallest = min(profile.tiers, key=lambda t: t.metrics.peak_memory_bytes)
+    return {
+        "profile": str(path),
+        "best_quality": best.name,
+        "fastest": fastest.name,
+        "smallest": smallest.name,
+        "latency_ratio": best.metrics.latency_s / fastest.metrics.latency_s,
+        "memory_ratio": best.metrics.peak_memory_bytes / smallest.metrics.peak_memory_bytes,
+        "tiers": [
+            {
+                "tier": t.name,
+                "clip": t.metrics.quality_text(),
+                "latency_s": t.metrics.latency_s,
+                "peak_mib": t.metrics.peak_memory_bytes / 2**20,
+                "cheapest_in": t.cheapest_in,
+                "min_steps": t.min_steps,
+                "steps": t.plan.steps,
+            }
+            for t in profile.tiers
+        ],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["stability", "span"])
+    parser.add_argument("profile", nargs="?", type=Path)
+    parser.add_argument("--seeds", type=int, default=4, help="seeds per held-out prompt")
+    args = parser.parse_args()
+    path = args.profile or _default_profile()
+    result = stability(path, args.seeds) if args.what == "stability" else span(path)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"quality-{args.what}.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.what == "stability":
+        print("| tier | profile CLIP [95% CI] n | re-scored mean | inside |")
+        print("|---|---|---:|---|")
+        for t in result["tiers"]:
+            low, high = t["ci"]
+            print(
+                f"| {t['tier']} | {t['profile']:.1f} [{low:.1f}, {high:.1f}] n={t['n']} | "
+                f"{t['rescored']:.1f} | {'yes' if t['inside'] else 'no'} |"
+            )
+        print(
+            f"\ninside: {result['inside_rate']:.0%}; pairs called different: "
+            f"{result['different_pairs']}, flipped {result['different_flipped']}; "
+            f"ties: {result['tie_pairs']}, flipped {result['tie_flipped']}"
+        )
+    else:
+        print(
+            f"fastest ({result['fastest']}) vs best quality ({result['best_quality']}) "
+            f"latency: {result['latency_ratio']:.2f}x; smallest ({result['smallest']}) vs "
+            f"best quality memory: {result['memory_ratio']:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

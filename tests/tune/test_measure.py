@@ -1,0 +1,230 @@
+"""What a trial measures: evaluation sets, paired estimates, racing, step curves, timing."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoq.pipeline import PipelinePlan
+from autoq.profile import Constraints, Metrics
+from autoq.tune._evaluate import (
+    Assessed,
+    _plan_key,
+    finalists,
+    tier_constraints,
+    tier_curve,
+    tune_conditions,
+)
+from autoq.tune._measure import EvalSet, TooSlowError, run_images, summarize
+from autoq.tune._tiers import Chosen
+
+PROMPTS = [f"prompt {i}" for i in range(16)]
+BASE = [60.0 + (i % 4) * 5 for i in range(16)]  # prompts differ, as they do on shapes
+
+
+def _summary(scores, fp32=None, reference=None, evalset=None) -> Metrics:
+    return summarize(
+        evalset or EvalSet(tuple(PROMPTS), (0,), 6),
+        scores=scores,
+        fp32=fp32,
+        reference=reference,
+        seconds=[0.5, 0.4, 0.6],
+        peak_bytes=100,
+        weight_bytes=80,
+        memory_method="cpu_dispatch_tracker",
+    )
+
+
+def test_full_set_has_enough_images_and_the_screen_is_its_prefix() -> None:
+    wide = EvalSet.build(PROMPTS, screen=6, seed=0)
+    assert (len(wide.prompts), wide.seeds, wide.screen) == (16, (0,), 6)
+    narrow = EvalSet.build(PROMPTS[:6], screen=6, seed=7)
+    assert (narrow.size, narrow.seeds) == (18, (7, 8, 9))
+    assert [narrow.image(i) for i in range(6)] == [(p, 7) for p in PROMPTS[:6]]
+    assert narrow.image(6) == (PROMPTS[0], 8)  # seed-major: the next round of seeds
+    assert narrow.clusters(3, start=5) == [5, 0, 1]
+
+
+def test_a_plan_is_fp32_at_its_steps_plus_its_paired_damage() -> None:
+    plan = [b - 2.0 for b in BASE[:6]]  # screened on 6 images, fp32 known on 16
+    metrics = _summary(plan, fp32=BASE)
+    assert metrics.clip_vs_fp32 == pytest.approx(-2.0)
+    assert metrics.clip_vs_fp32_ci == pytest.approx((-2.0, -2.0))
+    assert metrics.clip_score == pytest.approx(sum(BASE) / 16 - 2.0)
+    assert metrics.n_images == 6
+    low, high = metrics.clip_ci or (0, 0)
+    assert low < metrics.clip_score < high
+
+
+def test_the_change_against_the_reference_is_paired() -> None:
+    reference = [b + 3.0 for b in BASE]  # more steps: +3 on every image
+    metrics = _summary(BASE, fp32=BASE, reference=reference)
+    assert metrics.clip_vs_reference == pytest.approx(-3.0)
+    assert metrics.clip_vs_reference_ci == pytest.approx((-3.0, -3.0))
+    low, high = metrics.clip_ci or (0, 0)
+    assert high - low > 3  # while the plan's own interval is several points wide
+
+
+def test_an_fp32_plan_is_its_own_baseline_and_the_reference_changes_nothing() -> None:
+    metrics = _summary(BASE)
+    assert (metrics.clip_vs_fp32, metrics.clip_vs_reference) == (0.0, 0.0)
+    assert metrics.latency_s == 0.5
+
+
+def test_fewer_fp32_scores_than_plan_scores_are_refused() -> None:
+    with pytest.raises(ValueError, match="fp32 scores"):
+        _summary(BASE, fp32=BASE[:3])
+
+
+def _assessed(number: int, clip: float, half: float, latency: float, mib: float) -> Assessed:
+    metrics = Metrics(
+        clip_score=clip,
+        clip_score_std=1.0,
+        clip_ci=(clip - half, clip + half),
+        clip_vs_reference=clip - 70,
+        clip_vs_reference_ci=(clip - 70 - half, clip - 70 + half),
+        n_images=6,
+        latency_s=latency,
+        latency_p90_s=latency,
+        peak_memory_bytes=int(mib * 2**20),
+        weight_bytes=int(mib * 2**20),
+        memory_method="x",
+    )
+    return Assessed(trial=number, plan=None, metrics=metrics, evidence={})  # type: ignore[arg-type]
+
+
+def test_racing_keeps_plans_that_could_still_make_a_tier() -> None:
+    plans = [
+        _assessed(0, 70, 2, 1.0, 40),
+        _assessed(1, 60, 2, 1.1, 41),  # surely worse than 0, and slower and larger: out
+        _assessed(2, 66, 5, 1.1, 41),  # worse than 0 but the intervals overlap: kept
+        _assessed(3, 55, 2, 0.2, 10),  # surely under a 10% floor (63): out
+        _assessed(4, 62, 2, 0.3, 12),  # straddles the floor: could qualify, kept
+    ]
+    limits = tier_constraints(Constraints())
+    kept = finalists(plans, limits, reference_clip=70.0, count=8)
+    assert [a.trial for a in kept] == [0, 2, 4]
+    assert len(finalists(plans, limits, reference_clip=70.0, count=2)) == 2
+
+
+def test_default_tier_floor_only_without_a_quality_limit() -> None:
+    assert tier_constraints(Constraints()).max_clip_drop_pct == 10.0
+    assert tier_constraints(Constraints(min_clip_score=50)).max_clip_drop_pct is None
+
+
+def test_step_curve_is_ascending_and_min_steps_keeps_to_the_floor() -> None:
+    plan = PipelinePlan(
+        precisions={"unet": "bnb_nf4", "text_encoder": "fp32", "vae": "fp32"}, steps=20
+    )
+    reference = [70.0 + (i % 4) for i in range(16)]
+    key = f"curve:{_plan_key(plan)}"
+    attrs = {
+        "prompts": PROMPTS,
+        "seeds": [0],
+        "screen": 6,
+        "reference": {"evidence": {"scores": reference}, "metrics": {"clip_score": 71.5}},
+        f"{key}:10": {"steps": 10, "scores": [r - 1 for r in reference], "seconds": [0.2]},
+        f"{key}:5": {"steps": 5, "scores": [r - 20 for r in reference], "seconds": [0.1]},
+    }
+    own = _assessed(0, 71.0, 1, 0.4, 30).metrics
+    curve, min_steps = tier_curve(
+        attrs, Chosen(Assessed(0, plan, own, {}), own), tier_constraints(Constraints())
+    )  # type: ignore[arg-type]
+    assert [p.steps for p in curve] == [5, 10, 20]
+    assert [p.latency_s for p in curve] == [0.1, 0.2, 0.4]
+    assert min_steps == 10  # 5 steps lose 20 points: under the floor
+
+
+def test_machine_counts_as_busy_when_others_take_cores() -> None:
+    def conditions(load: list[float]):
+        return tune_conditions({"conditions": {"torch_threads": 2, "cpu_count": 2, "load": load}})
+
+    assert not conditions([2.0, 2.2]).busy  # the tune's own two threads
+    assert conditions([4.0, 5.0]).busy
+    assert tune_conditions({}) is None
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    import torch
+
+    from autoq.zoo import load_pipeline, scorer
+
+    pipe = load_pipeline("shapes")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, scorer("shapes"), torch.device("cpu")
+
+
+@pytest.mark.slow
+def test_warm_up_is_untimed_and_memory_is_tracked_on_it(shapes) -> None:
+    pipe, clip, device = shapes
+    evalset = EvalSet(tuple(PROMPTS[:3]), (0,), 2)
+    run = run_images(
+        pipe,
+        evalset,
+        0,
+        3,
+        steps=2,
+        guidance_scale=5.0,
+        scorer=clip,
+        device=device,
+        track_memory=True,
+    )
+    assert (len(run.images), len(run.scores), len(run.seconds)) == (3, 3, 2)
+    assert run.peak_bytes is not None and run.peak_bytes > run.weight_bytes > 0
+    again = run_images(pipe, evalset, 2, 3, steps=2, guidance_scale=5.0, scorer=clip, device=device)
+    assert len(again.seconds) == 1 and again.peak_bytes is None  # one image: timed once more
+    assert again.scores == pytest.approx(run.scores[2:], abs=1e-3)  # same seed, same image
+
+
+@pytest.mark.slow
+def test_a_plan_slower_than_the_give_up_limit_stops_after_one_timed_image(shapes) -> None:
+    pipe, clip, device = shapes
+    evalset = EvalSet(tuple(PROMPTS[:4]), (0,), 4)
+    with pytest.raises(TooSlowError):
+        run_images(
+            pipe,
+            evalset,
+            0,
+            4,
+            steps=2,
+            guidance_scale=5.0,
+            scorer=clip,
+            device=device,
+            give_up_after_s=1e-6,
+        )
+
+
+@pytest.mark.slow
+def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path) -> None:
+    from autoq.profile import read_profile
+    from autoq.tune import export_profile, tune
+    from tests.tune.conftest import fast_config
+
+    config = fast_config(  # screen 2 images, race to 4
+        tmp_path, trials=4, tiers=3, steps=(2, 4), precisions=("fp32", "bnb_nf4", "quanto_int8")
+    )
+    result = tune(config)
+    profile = read_profile(result.path)
+    assert profile.conditions is not None and profile.conditions.torch_threads >= 1
+    assert profile.reference.metrics.n_images == 4
+    resources = [r for t in profile.tiers for r in t.cheapest_in]
+    assert sorted(resources) == ["latency", "memory", "quality"]  # each resource once
+    for tier in profile.tiers:
+        low, high = tier.metrics.clip_ci or (1, 0)
+        assert low <= tier.metrics.clip_score <= high
+        assert tier.metrics.n_images == 4  # raced to the full set before it was chosen
+        assert tier.metrics.clip_vs_fp32 is not None
+        assert (tier.metrics.psnr is None) == (tier.plan == profile.reference.plan)
+        steps = [p.steps for p in tier.steps_curve]
+        assert len(steps) >= 2 and steps == sorted(steps) and tier.plan.steps in steps
+        assert tier.min_steps is not None and tier.min_steps <= tier.plan.steps
+    measured = [p for p in profile.trials if p.state == "complete"]
+    assert measured and all(p.plan is not None for p in profile.trials)
+    assert all(len(p.scores) == p.n_images >= 2 for p in measured)
+    exported = export_profile(
+        f"sqlite:///{tmp_path / (result.path.stem + '.optuna.db')}",
+        profile.study.study_name,
+        tmp_path / "exported",
+    )
+    assert [t.plan for t in exported.profile.tiers] == [t.plan for t in profile.tiers]
+    assert [t.steps_curve for t in exported.profile.tiers] == [t.steps_curve for t in profile.tiers]
