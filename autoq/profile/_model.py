@@ -65,8 +65,8 @@ class Metrics(BaseModel):
 
     def quality_text(self) -> str:
         """``"73.1 [70.2, 75.9] n=64"``: the score, its 95% interval, the images behind it."""
-        if self.clip_ci is None:
-            return f"{self.clip_score:.1f} n={self.n_images}"
+        if self.clip_ci is None:  # a profile written before intervals were measured
+            return f"{self.clip_score:.1f} (no interval)"
         low, high = self.clip_ci
         return f"{self.clip_score:.1f} [{low:.1f}, {high:.1f}] n={self.n_images}"
 
