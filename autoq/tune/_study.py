@@ -167,9 +167,11 @@ def tune(
     # one folder per study, so studies that share a name in other storages never mix.
     digest = hashlib.sha256(f"{storage}|{study_name}".encode()).hexdigest()[:10]
     workdir = cache_dir() / "tune" / f"{study_name}-{digest}"
+    # The storage first: a bad URL is one line now, not after the screen and reference.
+    opened = open_storage(storage, on_stale=on_stale_trial)
     tuner = Tuner(config, loaded, device, device_fingerprint, workdir)
     study = optuna.create_study(
-        storage=open_storage(storage, on_stale=on_stale_trial),
+        storage=opened,
         study_name=study_name,
         directions=DIRECTIONS,
         load_if_exists=True,

@@ -1,4 +1,4 @@
-"""`parse_size` (``--max-memory``) and `tier_names`, tested directly."""
+"""`parse_size` (``--max-memory``), tested directly (tier names: tests/tune/test_tiers.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from autoq.errors import ConfigError
 from autoq.tune import parse_size
-from autoq.tune._tiers import tier_names
 
 
 @pytest.mark.parametrize(
@@ -40,21 +39,3 @@ def test_parse_size_refuses_what_is_not_a_size(text: str) -> None:
 def test_parse_size_refuses_sizes_that_are_not_positive(text: str | int) -> None:
     with pytest.raises(ConfigError, match="must be positive"):
         parse_size(text)
-
-
-@pytest.mark.parametrize(
-    ("count", "expected"),
-    [
-        (1, ["quality"]),
-        (2, ["quality", "minimal"]),
-        (3, ["quality", "balanced", "minimal"]),
-        (5, ["quality", "balanced", "balanced-2", "balanced-3", "minimal"]),
-    ],
-)
-def test_tier_names(count: int, expected: list[str]) -> None:
-    assert tier_names(count) == expected
-
-
-def test_tier_names_are_unique_for_many_tiers() -> None:
-    names = tier_names(12)
-    assert len(set(names)) == 12 and names[0] == "quality" and names[-1] == "minimal"
