@@ -218,17 +218,16 @@ def test_a_study_of_another_model_is_not_resumed() -> None:
         _check_identity(_study_of(SHAPES), SHAPES, explicit=True, size=(64, 64))
 
 
-def test_changed_weights_start_a_new_study_and_say_so() -> None:
-    from structlog.testing import capture_logs
-
+def test_changed_weights_start_a_new_study_and_say_so(caplog: pytest.LogCaptureFixture) -> None:
     old = _study_of(SHAPES)
     changed = SHAPES.model_copy(update={"content_hash": "cccc"})
     new = optuna.create_study(
         storage=old._storage, study_name="shapes-fp-cccc", directions=["maximize"]
     )
-    with capture_logs() as logs:
+    with caplog.at_level("WARNING", logger="autoq"):
         _check_identity(new, changed, explicit=False)
-    said = [entry for entry in logs if entry["event"] == "model_changed"]
+    events = [getattr(r, "autoq_event", {}) for r in caplog.records]
+    said = [entry for entry in events if entry.get("event") == "model_changed"]
     assert len(said) == 1 and said[0]["earlier"] == ["shapes-fp-aaaa"]
 
 

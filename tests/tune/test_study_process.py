@@ -15,9 +15,10 @@ import pytest
 from autoq.cli import _signal_exit
 from autoq.tune._search import outcome
 
-SMALL = ["tune", "--n-prompts", "1", "--steps", "2:4", "--step-size", "2", "--schedulers",
-         "default", "--precisions", "fp32,ao_int8wo", "--no-protect", "--device", "cpu",
-         "--no-report", "--trials", "4", "--height", "32", "--width", "32"]  # fmt: skip
+SMALL = ["tune", "--n-prompts", "1", "--eval-images", "1", "--steps", "2:4", "--step-size", "2",
+         "--schedulers", "default", "--precisions", "fp32,ao_int8wo", "--no-protect",
+         "--device", "cpu", "--no-report", "--trials", "4",
+         "--height", "32", "--width", "32"]  # fmt: skip
 
 
 def start(profiles: Path) -> subprocess.Popen[str]:
@@ -26,7 +27,7 @@ def start(profiles: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )
 
 

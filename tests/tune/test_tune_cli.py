@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
-FAST = ["--n-prompts", "2", "--steps", "4:8", "--step-size", "2", "--device", "cpu"]
+FAST = [
+    "--n-prompts",
+    "2",
+    "--eval-images",
+    "2",
+    "--steps",
+    "4:8",
+    "--step-size",
+    "2",
+    "--device",
+    "cpu",
+]
 POSTGRES = "postgresql://root@127.0.0.1:5432/test"
 
 
@@ -89,6 +100,8 @@ def test_two_workers_fill_one_postgres_study(postgres_study: str, tmp_path: Path
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Two workers on a 2-core machine: one torch thread each, or they thrash.
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
         )
         for i in range(2)
     ]
