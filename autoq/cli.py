@@ -147,7 +147,9 @@ def tune(
     tiers: int = typer.Option(4, help="Most tiers in the profile."),
     seed: int = typer.Option(0, help="Sampler and generation seed."),
     steps: str | None = typer.Option(None, help="Denoising-step range LOW:HIGH (default 10:30)."),
-    step_size: int = typer.Option(1, help="Step-count granularity."),
+    step_size: int | None = typer.Option(
+        None, help="Step-count granularity (default: 4+ equal steps over the range, 5 for 10:30)."
+    ),
     precisions: str | None = typer.Option(
         None, help="Comma-separated precisions to search (default: all usable here)."
     ),

@@ -65,7 +65,8 @@ class TuneConfig(BaseModel):
     tiers: int = Field(default=4, ge=1)
     seed: int = 0
     steps: tuple[int, int] | None = None
-    step_size: int = Field(default=1, ge=1)
+    step_size: int | None = Field(default=None, ge=1)
+    """Step-count granularity; ``None``: `coarse_step` (5 for the default 10..30)."""
     precisions: tuple[str, ...] | None = None
     schedulers: tuple[str, ...] | None = None
     protect: bool = True

@@ -27,6 +27,18 @@ PROTECT_GROUPS = ("norms", "io", "embeddings")
 """What a component's "protect" toggle keeps at full precision."""
 
 
+def coarse_step(low: int, high: int, intervals: int = 4) -> int:
+    """The default step-count granularity: the coarsest step that divides ``low..high``
+    into at least ``intervals`` equal parts (10..30 -> 5: 10, 15, 20, 25, 30).
+
+    Every distinct step count costs an fp32 run on the screening images (the paired
+    baseline), so a fine grid spends the tune's time on near-duplicate plans.
+    """
+    span = high - low
+    divisors = [d for d in range(1, span + 1) if span % d == 0 and span // d >= intervals]
+    return max(divisors, default=1)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Everything a trial may choose.
@@ -216,10 +228,11 @@ def build_space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -
             protect=list(out.protect),
             reason=out.reason,
         )
+    steps = config.steps or (10, 30)
     return SearchSpace(
         precisions=dict(screened.kept),
-        steps=config.steps or (10, 30),
-        step_size=config.step_size,
+        steps=steps,
+        step_size=config.step_size or coarse_step(*steps),
         schedulers=tuple(schedulers),
         protect=config.protect,
     )

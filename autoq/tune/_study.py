@@ -11,6 +11,7 @@ from autoq._logging import get_logger
 from autoq.errors import ConfigError
 from autoq.profile import ModelIdentity
 from autoq.tune._config import TuneConfig
+from autoq.tune._measure import EVAL_PROTOCOL
 from autoq.tune._objective import Tuner
 from autoq.tune._optuna import DIRECTIONS, open_storage, redact, sampler, storage_url
 from autoq.tune._search import Interrupted, counted, fail_orphans, on_stale_trial, run_search
@@ -35,6 +36,7 @@ def _study_context(tuner: Tuner) -> dict[str, Any]:
         "prompts": tuner.prompts,
         "seeds": tuner.seeds,
         "screen": tuner.evalset.screen,
+        "eval_protocol": EVAL_PROTOCOL,
         "guidance_scale": tuner.guidance,
         "height": config.height,
         "width": config.width,
@@ -56,6 +58,14 @@ def _check_identity(
     import optuna
 
     stored = study.user_attrs.get("model")
+    protocol = study.user_attrs.get("eval_protocol", 1)
+    if "reference" in study.user_attrs and protocol != EVAL_PROTOCOL:
+        raise ConfigError(
+            f"Study {study.study_name!r} was measured under evaluation protocol {protocol} "
+            f"(this autoq draws images under protocol {EVAL_PROTOCOL}), so its scores cannot "
+            "be mixed with new ones; pass another --study, or delete the old one "
+            f"(optuna delete-study --study-name {study.study_name} --storage URL)."
+        )
     measured_at = (study.user_attrs.get("height"), study.user_attrs.get("width"))
     if stored is not None and measured_at != size:
         raise ConfigError(

@@ -25,6 +25,18 @@ def test_interval_covers_the_true_mean_about_95_percent_of_the_time() -> None:
     assert 0.85 <= hits / 200 <= 0.99
 
 
+def test_few_prompts_still_cover_about_95_percent_of_the_time() -> None:
+    # Five prompts: a plain percentile bootstrap covers about 81% here; the expanded
+    # interval (t quantile, n / (n - 1) variance) brings it back to about 95%.
+    rng = np.random.default_rng(3)
+    hits = 0
+    for _ in range(300):
+        values, clusters = _clustered(rng, prompts=5, seeds=1, mean=70.0)
+        interval = clustered_mean(values, clusters, resamples=500)
+        hits += interval.low <= 70.0 <= interval.high
+    assert 0.9 <= hits / 300 <= 0.99
+
+
 def test_resampling_prompts_is_wider_than_pretending_images_are_independent() -> None:
     values, clusters = _clustered(np.random.default_rng(2), prompts=8, seeds=4, mean=60.0)
     by_prompt = clustered_mean(values, clusters)

@@ -39,8 +39,9 @@ def test_full_set_has_enough_images_and_the_screen_is_its_prefix() -> None:
     assert (len(wide.prompts), wide.seeds, wide.screen) == (16, (0,), 6)
     narrow = EvalSet.build(PROMPTS[:6], screen=6, seed=7)
     assert (narrow.size, narrow.seeds) == (18, (7, 8, 9))
-    assert [narrow.image(i) for i in range(6)] == [(p, 7) for p in PROMPTS[:6]]
-    assert narrow.image(6) == (PROMPTS[0], 8)  # seed-major: the next round of seeds
+    # Round-major, and every image draws its own noise: round seed x prompts + prompt index.
+    assert [narrow.image(i) for i in range(6)] == [(p, 42 + i) for i, p in enumerate(PROMPTS[:6])]
+    assert narrow.image(6) == (PROMPTS[0], 48)  # the next round
     assert narrow.clusters(3, start=5) == [5, 0, 1]
 
 

@@ -16,6 +16,7 @@ from autoq.errors import ConfigError
 from autoq.pipeline import PipelinePlan
 from autoq.profile import ModelIdentity
 from autoq.tune import SearchSpace, TuneConfig
+from autoq.tune._measure import EVAL_PROTOCOL, EvalSet
 from autoq.tune._optuna import redact, sampler
 from autoq.tune._search import Search, counted, fail_orphans, outcome, run_search
 from autoq.tune._space import distinct_schedulers
@@ -216,6 +217,24 @@ def test_a_study_of_another_model_is_not_resumed() -> None:
     _check_identity(_study_of(SHAPES), SHAPES, explicit=True)  # same model: fine
     with pytest.raises(ConfigError, match="height x width"):
         _check_identity(_study_of(SHAPES), SHAPES, explicit=True, size=(64, 64))
+
+
+def test_a_study_measured_under_an_older_protocol_is_not_resumed() -> None:
+    old = _study_of(SHAPES)
+    old.set_user_attr("reference", {"metrics": {}})  # measured, without a protocol: version 1
+    with pytest.raises(ConfigError, match="protocol 1"):
+        _check_identity(old, SHAPES, explicit=True)
+    old.set_user_attr("eval_protocol", EVAL_PROTOCOL)
+    _check_identity(old, SHAPES, explicit=True)
+
+
+def test_every_evaluation_image_draws_its_own_noise() -> None:
+    evalset = EvalSet(("a", "b", "c"), (0, 1), screen=2)
+    seeds = [evalset.image(i)[1] for i in range(evalset.size)]
+    assert len(set(seeds)) == evalset.size
+    assert [evalset.image(i)[0] for i in range(evalset.size)] == ["a", "b", "c"] * 2
+    held_out = EvalSet(("a", "b", "c"), (1000,), screen=1)
+    assert not {held_out.image(i)[1] for i in range(3)} & set(seeds)
 
 
 def test_changed_weights_start_a_new_study_and_say_so(caplog: pytest.LogCaptureFixture) -> None:
