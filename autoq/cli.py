@@ -141,14 +141,14 @@ def tune(
     prompts: str | None = typer.Option(None, help="Text file, one prompt per line."),
     n_prompts: int = typer.Option(6, help="Images every trial is screened on (one per prompt)."),
     eval_images: int = typer.Option(
-        16, help="Images of the full set that plans near the front are raced to."
+        32, help="Images of the full set that plans near the front are raced to."
     ),
     profiles_dir: str = typer.Option("profiles", help="Where profiles and studies are written."),
     tiers: int = typer.Option(4, help="Most tiers in the profile."),
     seed: int = typer.Option(0, help="Sampler and generation seed."),
-    steps: str | None = typer.Option(None, help="Denoising-step range LOW:HIGH (default 10:30)."),
+    steps: str | None = typer.Option(None, help="Denoising-step range LOW:HIGH (default 5:30)."),
     step_size: int | None = typer.Option(
-        None, help="Step-count granularity (default: 4+ equal steps over the range, 5 for 10:30)."
+        None, help="Step-count granularity (default: 4+ equal steps over the range, 5 for 5:30)."
     ),
     precisions: str | None = typer.Option(
         None, help="Comma-separated precisions to search (default: all usable here)."

@@ -1,16 +1,8 @@
-"""The adaptive runtime under load and under a memory squeeze, on a profile whose tiers
-span latency.
+"""The adaptive runtime under load and under a memory squeeze, on the profile `make demo`
+writes for this machine (the newest ``profiles/shapes-*.json``; ``--profile`` for another).
 
-    OMP_NUM_THREADS=1 python benchmarks/load.py profile   # build the span profile (below)
     OMP_NUM_THREADS=1 python benchmarks/load.py load [--seconds 60] [--slo SECONDS]
     OMP_NUM_THREADS=1 python benchmarks/load.py squeeze [--seconds 40]
-
-``profile`` builds a hand-made profile of the shapes model with measured latencies and
-peak memory on this machine: fp32 at 20 steps (with a measured steps curve down to 4 and
-``min_steps`` 8), an NF4 UNet at 12 steps and an NF4 UNet + LLM.int8 text encoder at 4
-steps. Its CLIP figures are set by hand (quality order fp32 > NF4 > NF4+int8; the 8-step
-floor follows the tuner issue's 64-image measurement, fp32 at 8 steps = 20 steps), until
-the tuner's own spanning profile lands. Written to benchmarks/results/span-profile/.
 
 ``load`` starts `autoq serve` on a loopback port, measures what the best-quality tier
 sustains alone, then offers 4x that rate for ``--seconds`` three times: adaptive (the
@@ -38,7 +30,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -46,120 +37,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path("benchmarks/results")
-SPAN = RESULTS / "span-profile"
 PROMPT = "a red circle on a blue background"
 MiB = 2**20
-
-
-# -- the span profile ----------------------------------------------------------------
-
-
-def build_profile() -> Path:
-    import torch
-
-    from autoq.backends import weight_bytes
-    from autoq.device import PeakMemory, fingerprint
-    from autoq.pipeline import (
-        ComponentCache,
-        ModelIdentity,
-        PipelinePlan,
-        assemble,
-        folder_hash,
-        load_pipeline,
-        module_components,
-        pipeline_folder,
-    )
-    from autoq.profile import (
-        Constraints,
-        Metrics,
-        Profile,
-        StepPoint,
-        StudyInfo,
-        Tier,
-        write_profile,
-    )
-
-    folder = pipeline_folder("zoo:shapes")
-    base = load_pipeline(folder)
-    base.set_progress_bar_config(disable=True)
-    cache = ComponentCache(base, max_bytes=2**34)
-    fp32 = {"unet": "fp32", "text_encoder": "fp32", "vae": "fp32"}
-    nf4 = {**fp32, "unet": "bnb_nf4"}
-    nf4_int8 = {**nf4, "text_encoder": "bnb_int8"}
-    # name, precisions, steps, curve steps, min_steps, CLIP (hand-set, see the docstring)
-    spec = [
-        ("quality", fp32, 20, [4, 8, 12], 8, 70.0),
-        ("balanced", nf4, 12, [], None, 69.0),
-        ("minimal", nf4_int8, 4, [], None, 66.0),
-    ]
-
-    def measure(pipe, steps: int) -> tuple[float, int]:
-        def once(seed: int) -> None:
-            pipe(PROMPT, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed))
-
-        once(0)  # untimed warm-up
-        times = []
-        for seed in range(1, 4):
-            start = time.perf_counter()
-            once(seed)
-            times.append(time.perf_counter() - start)
-        with PeakMemory("cpu") as peak:
-            once(9)
-        return statistics.median(times), peak.peak_bytes
-
-    tiers = []
-    for name, precisions, steps, curve_steps, min_steps, clip in spec:
-        plan = PipelinePlan(precisions=precisions, steps=steps)
-        pipe = assemble(cache, plan)
-        pipe.set_progress_bar_config(disable=True)
-        weights = sum(weight_bytes(m) for m in module_components(pipe).values())
-        latency, activations = measure(pipe, steps)
-        curve = [
-            StepPoint(steps=s, latency_s=measure(pipe, s)[0], clip_score=clip) for s in curve_steps
-        ]
-        print(
-            f"{name}: {latency:.3f}s at {steps} steps, curve "
-            f"{[(p.steps, round(p.latency_s, 3)) for p in curve]}"
-        )
-        metrics = Metrics(
-            clip_score=clip,
-            clip_score_std=0.0,
-            latency_s=latency,
-            latency_p90_s=latency,
-            peak_memory_bytes=weights + activations,
-            weight_bytes=weights,
-            memory_method="cpu_dispatch_tracker",
-        )
-        tiers.append(
-            Tier(name=name, plan=plan, metrics=metrics, steps_curve=curve, min_steps=min_steps)
-        )
-    profile = Profile(
-        autoq_version="bench",
-        created=datetime.now(timezone.utc),
-        fingerprint=fingerprint(bench=False),
-        model=ModelIdentity(
-            source="zoo:shapes",
-            content_hash=folder_hash(folder),
-            pipeline_class=type(base).__name__,
-        ),
-        constraints=Constraints(),
-        prompts=[PROMPT],
-        seeds=[0],
-        guidance_scale=5.0,
-        reference=tiers[0].model_copy(update={"name": "reference"}),
-        tiers=tiers,
-        study=StudyInfo(
-            storage="none",
-            study_name="hand-made span profile",
-            sampler="none",
-            seed=0,
-            trials_completed=0,
-            trials_failed=0,
-            trials_pruned=0,
-        ),
-    )
-    SPAN.mkdir(parents=True, exist_ok=True)
-    return write_profile(profile, SPAN / "shapes-span.json")
 
 
 # -- load ----------------------------------------------------------------------------
@@ -263,6 +142,14 @@ def solo(url: str, body: dict, n: int = 4) -> float:
         response.raise_for_status()
         times.append(time.perf_counter() - begin)
     return statistics.median(times)
+
+
+def demo_profile() -> str:
+    """The newest shapes profile in profiles/: what `make demo` wrote on this machine."""
+    found = sorted(Path("profiles").glob("shapes-*.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit("No profiles/shapes-*.json: run `make demo` first, or pass --profile.")
+    return str(found[-1])
 
 
 def run_load(args: argparse.Namespace) -> dict:
@@ -400,21 +287,18 @@ def run_squeeze(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    sub.add_parser("profile")
     load = sub.add_parser("load")
-    load.add_argument("--profile", default=str(SPAN))
+    load.add_argument("--profile", default=None, help="default: the newest make demo profile")
     load.add_argument("--seconds", type=float, default=60)
     load.add_argument("--slo", type=float, default=None, help="default: 2x the best tier")
     load.add_argument("--max-queue", type=int, default=8)
     squeeze = sub.add_parser("squeeze")
-    squeeze.add_argument("--profile", default=str(SPAN))
+    squeeze.add_argument("--profile", default=None, help="default: the newest make demo profile")
     squeeze.add_argument("--seconds", type=float, default=40)
     squeeze.add_argument("--dwell", type=float, default=5)
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if args.what == "profile":
-        print(build_profile())
-        return
+    args.profile = args.profile or demo_profile()
     report = run_load(args) if args.what == "load" else run_squeeze(args)
     (RESULTS / f"{args.what}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

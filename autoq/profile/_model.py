@@ -283,13 +283,30 @@ class Profile(BaseModel):
         return value
 
     def ties(self) -> list[tuple[str, str]]:
-        """Pairs of tier names whose CLIP intervals overlap: their quality is not ranked."""
-        from autoq.quality import overlap
+        """Pairs of tiers whose quality is not ranked.
 
+        Two tiers measured on the same images (their trials' per-image scores) tie when
+        the 95% interval of their paired per-image difference, resampled by prompt,
+        contains 0: the shared prompts and noise cancel, so this ranks far more pairs
+        than comparing the two marginal intervals, which both carry the prompts' spread.
+        Without per-image scores, overlapping CLIP intervals are ties.
+        """
+        from autoq.quality import clustered_mean, overlap
+
+        scores = {t.number: t.scores for t in self.trials if t.scores}
         pairs = []
         for i, a in enumerate(self.tiers):
             for b in self.tiers[i + 1 :]:
-                if overlap(_bounds(a.metrics), _bounds(b.metrics)):
+                own_a, own_b = scores.get(a.trial), scores.get(b.trial)  # type: ignore[arg-type]
+                if own_a and own_b and self.prompts:
+                    n = min(len(own_a), len(own_b))
+                    diff = [x - y for x, y in zip(own_a[:n], own_b[:n], strict=True)]
+                    clusters = [j % len(self.prompts) for j in range(n)]
+                    paired = clustered_mean(diff, clusters)
+                    tie = paired.low <= 0 <= paired.high
+                else:
+                    tie = overlap(_bounds(a.metrics), _bounds(b.metrics))
+                if tie:
                     pairs.append((a.name, b.name))
         return pairs
 
@@ -304,7 +321,7 @@ class Profile(BaseModel):
             )
         if self.tiers and self.tiers[0].metrics.clip_ci is not None:
             ties = ", ".join(f"{a} ~ {b}" for a, b in self.ties())
-            lines.append(f"ties (overlapping CLIP intervals, not ranked): {ties or 'none'}")
+            lines.append(f"ties (quality difference not significant, not ranked): {ties or 'none'}")
         if self.conditions is not None and self.conditions.busy:
             c = self.conditions
             load = "?" if c.load_avg_1m is None else f"{c.load_avg_1m:.1f}"

@@ -161,15 +161,15 @@ def tier_details(tier: Tier) -> dict[str, str]:
 
 
 def ties_text(profile: Profile) -> str:
-    """The tier pairs whose quality intervals overlap (not ranked), in one sentence."""
+    """The tier pairs whose quality is not ranked (`Profile.ties`), in one sentence."""
     ties = getattr(profile, "ties", None)  # Profile.ties() where the schema provides it
     if not callable(ties) or all(t.metrics.clip_ci is None for t in profile.tiers):
         return ""
     pairs = ties()
     if not pairs:
-        return "No two tiers' quality intervals overlap: their quality order is measured."
+        return "Every pair of tiers differs significantly in quality: their order is measured."
     joined = ", ".join(f"{a} ~ {b}" for a, b in pairs)
-    return f"Quality not ranked (intervals overlap): {joined}."
+    return f"Quality not ranked (no significant paired difference): {joined}."
 
 
 def unmeasured_trials(profile: Profile) -> list[list[str]]:

@@ -59,14 +59,14 @@ class TuneConfig(BaseModel):
     study_name: str | None = None
     prompts: tuple[str, ...] | None = None
     n_prompts: int = Field(default=6, ge=1)
-    eval_images: int = Field(default=16, ge=1)
+    eval_images: int = Field(default=32, ge=1)
     """Images of the full evaluation set that plans near the front are raced to."""
     profiles_dir: Path = Path("profiles")
     tiers: int = Field(default=4, ge=1)
     seed: int = 0
     steps: tuple[int, int] | None = None
     step_size: int | None = Field(default=None, ge=1)
-    """Step-count granularity; ``None``: `coarse_step` (5 for the default 10..30)."""
+    """Step-count granularity; ``None``: `coarse_step` (5 for the default 5..30)."""
     precisions: tuple[str, ...] | None = None
     schedulers: tuple[str, ...] | None = None
     protect: bool = True

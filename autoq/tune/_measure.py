@@ -49,7 +49,7 @@ __all__ = [
     "summarize",
 ]
 
-FULL_IMAGES = 16
+FULL_IMAGES = 32
 """Images of the full evaluation set (at least): what racing extends front plans to."""
 
 EVAL_PROTOCOL = 2

@@ -27,9 +27,13 @@ PROTECT_GROUPS = ("norms", "io", "embeddings")
 """What a component's "protect" toggle keeps at full precision."""
 
 
+DEFAULT_STEPS = (5, 30)
+"""Step range searched when none is given: from a fast draft to the usual 30."""
+
+
 def coarse_step(low: int, high: int, intervals: int = 4) -> int:
     """The default step-count granularity: the coarsest step that divides ``low..high``
-    into at least ``intervals`` equal parts (10..30 -> 5: 10, 15, 20, 25, 30).
+    into at least ``intervals`` equal parts (5..30 -> 5: 5, 10, 15, 20, 25, 30).
 
     Every distinct step count costs an fp32 run on the screening images (the paired
     baseline), so a fine grid spends the tune's time on near-duplicate plans.
@@ -228,7 +232,7 @@ def build_space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -
             protect=list(out.protect),
             reason=out.reason,
         )
-    steps = config.steps or (10, 30)
+    steps = config.steps or DEFAULT_STEPS
     return SearchSpace(
         precisions=dict(screened.kept),
         steps=steps,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from autoq.profile import Constraints, Metrics
@@ -124,5 +125,32 @@ def test_profile_lists_ties_and_notes_them() -> None:
     ]
     profile = base.model_copy(update={"tiers": tiers, "quality_floor": 55.0})
     assert profile.ties() == [("quality", "balanced")]
-    assert profile.notes()[1] == "ties (overlapping CLIP intervals, not ranked): quality ~ balanced"
+    assert profile.notes()[1] == (
+        "ties (quality difference not significant, not ranked): quality ~ balanced"
+    )
     assert tiers[0].summary()["CLIP [95% CI] n"] == "70.0 [68.0, 72.0] n=16"
+
+
+def test_tiers_measured_on_the_same_images_are_ranked_by_their_paired_difference() -> None:
+    from autoq.profile import TrialPoint
+    from tests.runtime.conftest import make_profile
+
+    base = make_profile()
+    base = base.model_copy(update={"prompts": [f"prompt {i}" for i in range(8)]})
+    rng = np.random.default_rng(0)
+    prompt_effect = rng.normal(0, 15, len(base.prompts))  # prompts differ a lot
+    shared = [70 + prompt_effect[i % len(base.prompts)] + rng.normal(0, 1) for i in range(16)]
+    own = {  # quality 2 points above balanced on every image; minimal is balanced + noise
+        "quality": [s + 2 + rng.normal(0, 0.5) for s in shared],
+        "balanced": list(shared),
+        "minimal": [s + (0.5 if i % 2 else -0.5) for i, s in enumerate(shared)],  # same mean
+    }
+    tiers = [
+        t.model_copy(update={"trial": i, "metrics": m(70 - i, 1, 1, half_ci=8)})
+        for i, t in enumerate(base.tiers)
+    ]
+    trials = [TrialPoint(number=i, n_images=16, scores=own[t.name]) for i, t in enumerate(tiers)]
+    profile = base.model_copy(update={"tiers": tiers, "trials": trials})
+    # Every marginal interval overlaps (half-width 8), yet the paired difference ranks
+    # quality above both others; balanced and minimal do tie.
+    assert profile.ties() == [("balanced", "minimal")]
