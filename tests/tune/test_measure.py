@@ -37,7 +37,7 @@ def _summary(scores, fp32=None, reference=None, evalset=None) -> Metrics:
 def test_full_set_has_enough_images_and_the_screen_is_its_prefix() -> None:
     wide = EvalSet.build(PROMPTS, screen=6, seed=0)
     assert (len(wide.prompts), wide.seeds, wide.screen) == (16, (0, 1), 6)
-    narrow = EvalSet.build(PROMPTS[:6], screen=6, seed=7)
+    narrow = EvalSet.build(PROMPTS[:6], screen=6, seed=7, full_images=16)
     assert (narrow.size, narrow.seeds) == (18, (7, 8, 9))
     # Round-major, and every image draws its own noise: round seed x prompts + prompt index.
     assert [narrow.image(i) for i in range(6)] == [(p, 42 + i) for i, p in enumerate(PROMPTS[:6])]
