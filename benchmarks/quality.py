@@ -132,6 +132,12 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+def _dialed(tier: Tier) -> float:
+    """A tier's latency at its fewest allowed steps (its own when it has no dial)."""
+    points = [p for p in tier.steps_curve if tier.min_steps and p.steps >= tier.min_steps]
+    return min([tier.metrics.latency_s, *(p.latency_s for p in points)])
+
+
 def span(path: Path) -> dict:
     profile = read_profile(path)
     best = max(profile.tiers, key=lambda t: t.metrics.clip_score)
@@ -144,6 +150,12 @@ def span(path: Path) -> dict:
         "smallest": smallest.name,
         "latency_ratio": best.metrics.latency_s / fastest.metrics.latency_s,
         "memory_ratio": best.metrics.peak_memory_bytes / smallest.metrics.peak_memory_bytes,
+        # Across all tiers, and with each tier's step dial turned down to its min_steps.
+        "latency_span": max(t.metrics.latency_s for t in profile.tiers)
+        / min(t.metrics.latency_s for t in profile.tiers),
+        "memory_span": max(t.metrics.peak_memory_bytes for t in profile.tiers)
+        / min(t.metrics.peak_memory_bytes for t in profile.tiers),
+        "best_vs_fastest_dialed": best.metrics.latency_s / min(_dialed(t) for t in profile.tiers),
         "tiers": [
             {
                 "tier": t.name,
@@ -189,7 +201,9 @@ def main() -> None:
         print(
             f"fastest ({result['fastest']}) vs best quality ({result['best_quality']}) "
             f"latency: {result['latency_ratio']:.2f}x; smallest ({result['smallest']}) vs "
-            f"best quality memory: {result['memory_ratio']:.2f}x"
+            f"best quality memory: {result['memory_ratio']:.2f}x; across tiers: latency "
+            f"{result['latency_span']:.2f}x, memory {result['memory_span']:.2f}x; best quality "
+            f"vs the fastest dialed-down tier: {result['best_vs_fastest_dialed']:.2f}x"
         )
 
 
