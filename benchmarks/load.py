@@ -5,12 +5,12 @@ writes for this machine (the newest ``profiles/shapes-*.json``; ``--profile`` fo
     OMP_NUM_THREADS=1 python benchmarks/load.py squeeze [--seconds 40]
 
 ``load`` starts `autoq serve` on a loopback port, measures what the best-quality tier
-sustains alone, then offers 4x that rate for ``--seconds`` three times: adaptive (the
-policy picks tier and steps), pinned to the best tier, and the oracle (the best static
-tier + steps for this load: the highest-quality option whose solo latency sustains the
-offered rate, else the fastest). Reports SLO attainment (share of offered requests
-answered 200 within the SLO), goodput, completed/s, p50/p95, rejections, lost requests
-and adaptive goodput / oracle goodput.
+sustains alone, then offers ``--load-factor`` (default 4) times that rate for
+``--seconds`` three times: adaptive (the policy picks tier and steps), pinned to the best
+tier, and the oracle (the best static tier + steps for this load: the highest-quality
+option whose solo latency sustains the offered rate, else the fastest). Reports SLO
+attainment (share of offered requests answered 200 within the SLO), goodput,
+completed/s, p50/p95, rejections, lost requests and adaptive goodput / oracle goodput.
 
 ``squeeze`` runs the runtime in-process while another thread allocates real memory
 (numpy, touched) in steps and frees it, and counts switches, OOM retries and requests lost.
@@ -167,6 +167,7 @@ def run_load(args: argparse.Namespace) -> dict:
         "slo_s": args.slo,
         "seconds": args.seconds,
         "max_queue": args.max_queue,
+        "load_factor": args.load_factor,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
     try:
@@ -181,7 +182,7 @@ def run_load(args: argparse.Namespace) -> dict:
             (name, steps): solo(url, {"tier": name, "steps": steps})
             for _clip, steps, name in options
         }
-        rate = 4 / solo_s[(best["name"], best["steps"])]
+        rate = args.load_factor / solo_s[(best["name"], best["steps"])]
         sustainable = [
             o
             for o in sorted(options, reverse=True)
@@ -292,6 +293,9 @@ def main() -> None:
     load.add_argument("--seconds", type=float, default=60)
     load.add_argument("--slo", type=float, default=None, help="default: 2x the best tier")
     load.add_argument("--max-queue", type=int, default=8)
+    load.add_argument(
+        "--load-factor", type=float, default=4.0, help="offered rate / what the best tier sustains"
+    )
     squeeze = sub.add_parser("squeeze")
     squeeze.add_argument("--profile", default=None, help="default: the newest make demo profile")
     squeeze.add_argument("--seconds", type=float, default=40)
@@ -300,7 +304,12 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     args.profile = args.profile or demo_profile()
     report = run_load(args) if args.what == "load" else run_squeeze(args)
-    (RESULTS / f"{args.what}.json").write_text(json.dumps(report, indent=1))
+    name = (
+        args.what
+        if args.what == "squeeze" or args.load_factor == 4
+        else f"load-x{args.load_factor:g}"
+    )
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
 

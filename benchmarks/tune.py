@@ -137,9 +137,19 @@ def samplers(seeds: int) -> dict:
     def tpe_plain(seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=seed, multivariate=True)
 
+    def tpe_short_startup(seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=5
+        )
+
+    def gp(seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5)
+
     makers = {
         "tpe (grouped multivariate; default)": lambda s: sampler("tpe", s, budget, space),
         "tpe (multivariate)": tpe_plain,
+        "tpe (grouped multivariate, 5 startup)": tpe_short_startup,
+        "gp (5 startup)": gp,
         "nsga2": lambda s: sampler("nsga2", s, budget, space),
         "random": lambda s: sampler("random", s, budget, space),
     }

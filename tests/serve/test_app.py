@@ -29,6 +29,25 @@ def runtime(slo_s: float | None = None, workers: int = 1) -> AdaptivePipeline:
     )  # fmt: skip
 
 
+def post_generate_raw(app, receive, length: int) -> tuple[asyncio.Future, list[int]]:
+    """POST /generate straight through ASGI with our own ``receive`` (to stall or drop the
+    body, which an HTTP client cannot); returns the running call and the statuses sent."""
+    statuses: list[int] = []
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": "/generate", "raw_path": b"/generate",
+        "query_string": b"", "root_path": "", "server": ("t", 80), "client": ("c", 1),
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(length).encode())],
+    }  # fmt: skip
+    return asyncio.ensure_future(app(scope, receive, send)), statuses
+
+
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     return TestClient(create_app(runtime()))
@@ -190,20 +209,7 @@ def test_a_disconnected_clients_queued_request_never_runs() -> None:
                 await gone.wait()
                 return {"type": "http.disconnect"}
 
-            statuses: list[int] = []
-
-            async def send(message: dict) -> None:
-                if message["type"] == "http.response.start":
-                    statuses.append(message["status"])
-
-            scope = {
-                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                "method": "POST", "scheme": "http", "path": "/generate", "raw_path": b"/generate",
-                "query_string": b"", "root_path": "", "server": ("t", 80), "client": ("c", 1),
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())],
-            }  # fmt: skip
-            second = asyncio.create_task(app(scope, receive, send))
+            second, statuses = post_generate_raw(app, receive, len(body))
             while pipe.signals().queue_depth < 1:  # admitted and queued behind the first
                 await asyncio.sleep(0.01)
             gone.set()  # the client goes away
@@ -340,26 +346,16 @@ def test_allow_mismatch_serves_a_profile_from_another_device(tmp_path) -> None:
 
 def test_a_body_that_never_arrives_gets_408() -> None:
     app = create_app(instant_pipeline(), body_timeout_s=0.2)
-    statuses: list[int] = []
 
-    async def scenario() -> None:
+    async def scenario() -> list[int]:
         never = asyncio.Event()
 
         async def receive() -> dict:
             await never.wait()  # the client declared a body and never sends it
             return {"type": "http.disconnect"}
 
-        async def send(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
+        call, statuses = post_generate_raw(app, receive, 20)
+        await asyncio.wait_for(call, 30)
+        return statuses
 
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": "/generate", "raw_path": b"/generate",
-            "query_string": b"", "root_path": "", "server": ("t", 80), "client": ("c", 1),
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"20")],
-        }  # fmt: skip
-        await asyncio.wait_for(app(scope, receive, send), 30)
-
-    asyncio.run(scenario())
-    assert statuses == [408]
+    assert asyncio.run(scenario()) == [408]
