@@ -206,8 +206,9 @@ class TrialPoint(BaseModel):
     n_images: int = 0
     scores: list[float] = Field(default_factory=list)
     """Per-image CLIP scores of the plan's own images, to recompute intervals. Images run
-    seed-major: ``[(p, s) for s in Profile.seeds for p in Profile.prompts]``, of which a
-    trial measured the first ``n_images``."""
+    round-major: image ``i`` is prompt ``prompts[i % P]`` with noise seed
+    ``seeds[i // P] * P + i % P`` (``P = len(Profile.prompts)``); a trial measured the
+    first ``n_images``."""
     latency_s: float | None = None
     peak_memory_bytes: int | None = None
     feasible: bool = False
