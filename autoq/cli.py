@@ -132,7 +132,7 @@ def tune(
     trials: int = typer.Option(30, help="Trials in the study (a re-run resumes up to this)."),
     timeout: float | None = typer.Option(None, help="Stop starting trials after SECONDS."),
     sampler: str = typer.Option(
-        "gp", help="gp (Gaussian process), tpe (grouped multivariate), nsga2, random or grid."
+        "tpe", help="tpe (grouped multivariate), gp (Gaussian process), nsga2, random or grid."
     ),
     storage: str | None = typer.Option(
         None, help="Optuna storage URL (default: SQLite in the profiles dir)."

@@ -144,9 +144,9 @@ def samplers(seeds: int) -> dict:
         return optuna.samplers.GPSampler(seed=seed)  # 10 random start-up trials
 
     makers = {
-        "gp (2 start-up trials; default)": lambda s: sampler("gp", s, budget, space),
+        "gp (2 start-up trials)": lambda s: sampler("gp", s, budget, space),
         "gp (Optuna's 10 start-up trials)": gp_optuna_startup,
-        "tpe (grouped multivariate)": lambda s: sampler("tpe", s, budget, space),
+        "tpe (grouped multivariate; default)": lambda s: sampler("tpe", s, budget, space),
         "tpe (multivariate)": tpe_plain,
         "nsga2": lambda s: sampler("nsga2", s, budget, space),
         "random": lambda s: sampler("random", s, budget, space),

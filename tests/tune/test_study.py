@@ -144,10 +144,16 @@ def test_a_dead_local_worker_trial_is_failed_with_its_reason() -> None:
     assert counted(s.trials) == 0
 
 
-def test_the_default_gp_sampler_settles_a_small_space_without_stalling() -> None:
+def test_default_sampler_is_grouped_multivariate_tpe() -> None:
+    chosen = sampler(TuneConfig().sampler, 0, 30, SPACE)
+    assert isinstance(chosen, optuna.samplers.TPESampler)
+    assert chosen._multivariate and chosen._group
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp"])
+def test_samplers_settle_a_small_space_without_stalling(name: str) -> None:
     # Repeats are free twins; a sampler that kept proposing settled plans would stall.
-    assert TuneConfig().sampler == "gp"  # what benchmarks/tune.py samplers chose
-    s, fake = study(name="gp"), Fake()
+    s, fake = study(name=name), Fake()
     run_search(s, fake, wanted=100, gc_after_trial=False)
     assert len(set(fake.measured)) == len(fake.measured) == SPACE.size() - 1  # - reference
     assert len(s.trials) < 5 * SPACE.size()
