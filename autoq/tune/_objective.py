@@ -28,6 +28,9 @@ __all__ = ["Tuner"]
 
 log = get_logger("autoq.tune")
 
+FEW_PROMPTS = 8
+"""Below this many prompts in the evaluation set, a tune warns that its intervals are wide."""
+
 
 class Tuner(Search):
     """One worker's view of the study on a real model: builds plans, measures them."""
@@ -58,6 +61,14 @@ class Tuner(Search):
         self.evalset = EvalSet.build(prompts, config.n_prompts, config.seed, config.eval_images)
         self.prompts = list(self.evalset.prompts)
         self.seeds = list(self.evalset.seeds)
+        if len(self.prompts) < FEW_PROMPTS:
+            log.warning(
+                "few_prompts",
+                prompts=len(self.prompts),
+                message=f"quality intervals over {len(self.prompts)} prompts are wide (a 95% "
+                f"t interval with {len(self.prompts) - 1} degrees of freedom), so few plans "
+                f"can be vouched for; pass at least {FEW_PROMPTS} prompts (--prompts FILE).",
+            )
         self.size = (config.height, config.width) if config.height and config.width else None
         self.guidance = (
             config.guidance_scale if config.guidance_scale is not None else loaded.default_guidance

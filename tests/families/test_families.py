@@ -79,8 +79,8 @@ def test_four_bit_t5_keeps_wo_in_fp32(family: str, family_folder: Path) -> None:
     )  # fmt: skip
     assert result.dropped == []
     assert result.kept[encoder] == FOUR_BIT
-    for (_, precision, _), error in result.rel_errors.items():
-        assert error < get_precision(precision).max_rel_error / 2, precision
+    for (_, precision, _), error in result.rel_errors.items():  # without the keep: 1.36-1.53
+        assert error < get_precision(precision).max_rel_error, precision
 
     quantized = apply_precision(getattr(pipe, encoder), "bnb_nf4")
     wo = [m for n, m in quantized.named_modules() if n.endswith(".wo")]

@@ -196,7 +196,7 @@ def test_a_plan_slower_than_the_give_up_limit_stops_after_one_timed_image(shapes
 
 
 @pytest.mark.slow
-def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path) -> None:
+def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path, caplog) -> None:
     from autoq.profile import read_profile
     from autoq.tune import export_profile, tune
     from tests.tune.conftest import fast_config
@@ -204,7 +204,10 @@ def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path) ->
     config = fast_config(  # screen 2 images, race to 4
         tmp_path, trials=4, tiers=3, steps=(2, 4), precisions=("fp32", "bnb_nf4", "quanto_int8")
     )
-    result = tune(config)
+    with caplog.at_level("WARNING", logger="autoq"):
+        result = tune(config)
+    events = [getattr(r, "autoq_event", {}).get("event") for r in caplog.records]
+    assert "few_prompts" in events  # 2 prompts: the tune says its intervals are wide
     profile = read_profile(result.path)
     assert profile.conditions is not None and profile.conditions.torch_threads >= 1
     assert profile.reference.metrics.n_images == 4
