@@ -260,6 +260,7 @@ class Profile(BaseModel):
     constraints: Constraints
     prompts: list[str]
     seeds: list[int]
+    """One seed per round of prompts; image ``i`` draws noise seed ``seeds[i // P] * P + i % P``."""
     guidance_scale: float
     quality_floor: float | None = None
     """The CLIP floor every tier meets, judged with intervals (the constraint's floor, or
