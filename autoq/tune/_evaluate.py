@@ -47,6 +47,7 @@ __all__ = [
     "Assessed",
     "Evaluator",
     "assess",
+    "borderline_corners",
     "choose",
     "finalists",
     "tier_constraints",
@@ -79,7 +80,12 @@ def _is_fp32(plan: PipelinePlan) -> bool:
 def evalset_of(attrs: dict[str, Any]) -> EvalSet:
     """The evaluation set a study measured on (its user attributes)."""
     prompts = tuple(attrs["prompts"])
-    return EvalSet(prompts, tuple(attrs["seeds"]), int(attrs.get("screen", len(prompts))))
+    return EvalSet(
+        prompts,
+        tuple(attrs["seeds"]),
+        int(attrs.get("screen", len(prompts))),
+        full=int(attrs.get("full", 0)),
+    )
 
 
 def _reference_clip(attrs: dict[str, Any]) -> float:
@@ -222,6 +228,40 @@ def finalists(
     return [c.item for c in select_tiers([(a, a.metrics) for a in open_], count)]
 
 
+def borderline_corners(
+    assessed: Sequence[Assessed], constraints: Constraints, reference_clip: float, full: int
+) -> list[Assessed]:
+    """Raced plans whose verdict on the tier floor the full set leaves open and that would
+    widen the tiers' span: the smallest one smaller than every plan surely within the
+    floor, and the fastest one faster than all of them. Racing them to the deep set
+    spends images where they decide a tier.
+    """
+    limits = tier_constraints(constraints)
+    raced = [
+        a
+        for a in assessed
+        if a.metrics.n_images >= full and _meets(constraints, a.metrics, reference_clip)
+    ]
+    sure = [a for a in raced if _meets(limits, a.metrics, reference_clip)]
+    if not sure:
+        return []
+    unsure = [
+        a for a in raced if a not in sure and _meets(limits, _optimistic(a.metrics), reference_clip)
+    ]
+    smallest = min(a.metrics.peak_memory_bytes for a in sure)
+    fastest = min(a.metrics.latency_s for a in sure)
+    picks: list[Assessed] = []
+    smaller = [a for a in unsure if a.metrics.peak_memory_bytes < smallest]
+    if smaller:
+        picks.append(min(smaller, key=lambda a: a.metrics.peak_memory_bytes))
+    faster = [a for a in unsure if a.metrics.latency_s < fastest]
+    if faster:
+        quickest = min(faster, key=lambda a: a.metrics.latency_s)
+        if quickest not in picks:
+            picks.append(quickest)
+    return picks
+
+
 @dataclass
 class Choice:
     """The tiers a study yields and the floor they were chosen under."""
@@ -245,7 +285,7 @@ def choose(study: optuna.Study, k: int) -> Choice:
     if not floored:  # nothing within the default floor: the user's limits alone
         floored, limits = ok, constraints
     floor = limits.effective_min_clip(reference_clip)
-    full = evalset_of(attrs).size
+    full = evalset_of(attrs).full
     raced = [a for a in floored if a.metrics.n_images >= full]
     # Tiers come from raced plans once racing ran; an interrupted tune uses what it has.
     pool = raced if attrs.get("raced") and raced else floored
@@ -392,9 +432,9 @@ class Evaluator:
         plan = self.reference_plan
         if stored is not None and "evidence" in stored:
             return Metrics.model_validate(stored["metrics"])
-        log.info("reference_start", plan=plan.describe(), images=self.evalset.size)
+        log.info("reference_start", plan=plan.describe(), images=self.evalset.full)
         self.record_conditions(study)
-        run = self._run(plan, 0, self.evalset.size, track_memory=True)
+        run = self._run(plan, 0, self.evalset.full, track_memory=True)
         self._store_fp32(study, plan.steps, plan.scheduler, run, 0)
         evidence = _evidence(run)
         study.set_user_attr(
@@ -450,10 +490,11 @@ class Evaluator:
         attrs = {"evidence": evidence, "metrics": metrics.model_dump(), "images": str(folder)}
         return Measured(metrics, attrs, run.generation_s)
 
-    def extend(self, study: optuna.Study, assessed: Assessed) -> None:
-        """Measure a screened plan on the rest of the full set (racing)."""
+    def extend(self, study: optuna.Study, assessed: Assessed, to: int | None = None) -> None:
+        """Measure a screened plan on the rest of the full set (racing), or of the first
+        ``to`` images."""
         trial, plan = assessed.trial, assessed.plan
-        have, full = len(assessed.evidence["scores"]), self.evalset.size
+        have, full = len(assessed.evidence["scores"]), to or self.evalset.full
         if have >= full:
             return
         run = self._run(plan, have, full)
@@ -464,10 +505,13 @@ class Evaluator:
             run.psnr, run.ssim = fidelity(run.images, base)
         folder = Path(trial.user_attrs.get("images", self.workdir / "trials" / str(trial.number)))
         _save(run.images, folder, have)
-        study.set_user_attr(
-            f"extension:{trial.number}",
-            {"scores": run.scores, "seconds": run.seconds, "psnr": run.psnr, "ssim": run.ssim},
-        )
+        key = f"extension:{trial.number}"
+        extension = dict(study.user_attrs.get(key) or {})
+        screened = len(trial.user_attrs["evidence"]["scores"])
+        if screened + len(extension.get("scores", [])) != have:
+            return  # another worker extended this plan meanwhile
+        new = {"scores": run.scores, "seconds": run.seconds, "psnr": run.psnr, "ssim": run.ssim}
+        study.set_user_attr(key, {k: list(extension.get(k, [])) + v for k, v in new.items()})
 
     def race(self, study: optuna.Study, tiers: int) -> None:
         """Extend the plans that could still make a tier to the full evaluation set."""
@@ -475,15 +519,49 @@ class Evaluator:
         constraints = tier_constraints(Constraints.model_validate(attrs["constraints"]))
         reference_clip = _reference_clip(attrs)
         chosen = finalists(assess(study), constraints, reference_clip, RACE_FACTOR * tiers)
-        log.info("race_start", plans=len(chosen), images=self.evalset.size)
+        log.info("race_start", plans=len(chosen), images=self.evalset.full)
         for assessed in chosen:
             self.extend(study, assessed)
         study.set_user_attr("raced", True)
 
+    def deepen(self, study: optuna.Study) -> None:
+        """Measure the plans of `borderline_corners` (and the reference) on the deep set."""
+        attrs = study.user_attrs
+        picks = borderline_corners(
+            assess(study),
+            Constraints.model_validate(attrs["constraints"]),
+            _reference_clip(attrs),
+            self.evalset.full,
+        )
+        if not picks:
+            return
+        log.info("deepen_start", plans=len(picks), images=self.evalset.size)
+        self.deepen_reference(study)
+        for assessed in assess(study):  # fresh evidence: the reference's scores grew
+            if assessed.trial.number in {p.trial.number for p in picks}:
+                self.extend(study, assessed, to=self.evalset.size)
+
+    def deepen_reference(self, study: optuna.Study) -> None:
+        """The reference's scores on the deep set (fp32 at its steps: the same images)."""
+        stored = study.user_attrs["reference"]
+        evidence = dict(stored["evidence"])
+        if len(evidence["scores"]) >= self.evalset.size:
+            return
+        plan = self.reference_plan
+        self.fp32(study, plan.steps, plan.scheduler, self.evalset.size)
+        scores = study.user_attrs[_fp32_key(plan.steps, plan.scheduler)]["scores"]
+        evidence["scores"] = list(scores[: self.evalset.size])
+        metrics = plan_metrics(study.user_attrs, plan, evidence)
+        study.set_user_attr(
+            "reference", {**stored, "evidence": evidence, "metrics": metrics.model_dump()}
+        )
+
     def finish(self, study: optuna.Study, tiers: int) -> None:
-        """After the search: race the front to the full set, choose the tiers, measure
-        their step curves. Writing the profile afterwards chooses the same tiers."""
+        """After the search: race the front to the full set, take the borderline corners
+        to the deep set, choose the tiers, measure their step curves. Writing the profile
+        afterwards chooses the same tiers."""
         self.race(study, tiers)
+        self.deepen(study)
         choice = choose(study, tiers)
         log.info("steps_curves_start", tiers=len(choice.tiers))
         for chosen in choice.tiers:
@@ -504,7 +582,7 @@ class Evaluator:
             key = f"curve:{_plan_key(plan)}:{steps}"
             point = attrs.get(key)
             if point is None:
-                run = self._run(plan.model_copy(update={"steps": steps}), 0, self.evalset.size)
+                run = self._run(plan.model_copy(update={"steps": steps}), 0, self.evalset.full)
                 point = {"steps": steps, "scores": run.scores, "seconds": run.seconds}
                 study.set_user_attr(key, point)
             if _curve_point_meets(attrs, point, reference, limits, reference_clip):

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from autoq.quality import ClipScorer
 
 __all__ = [
+    "DEEP_FACTOR",
     "EVAL_PROTOCOL",
     "FULL_IMAGES",
     "EvalSet",
@@ -51,6 +52,10 @@ __all__ = [
 
 FULL_IMAGES = 32
 """Images of the full evaluation set (at least): what racing extends front plans to."""
+
+DEEP_FACTOR = 2
+"""The deep set is this many times the full set: where plans near a corner whose verdict
+on the quality floor the full set leaves open are measured on."""
 
 EVAL_PROTOCOL = 2
 """Version of how evaluation images are drawn; a study measured under another version
@@ -69,7 +74,9 @@ class TooSlowError(Exception):
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Prompts x rounds, round-major; the first ``screen`` images are the screening set.
+    """Prompts x rounds, round-major; the first ``screen`` images are the screening set,
+    the first ``full`` the full set that plans near the front are raced to, and all
+    ``size`` of them the deep set for plans whose verdict the full set leaves open.
 
     ``seeds`` holds one seed per round; every image gets a noise seed of its own from it.
     """
@@ -77,24 +84,32 @@ class EvalSet:
     prompts: tuple[str, ...]
     seeds: tuple[int, ...]
     screen: int
+    full: int = 0
+    """Images of the full set (``0``: all of them)."""
 
     def __post_init__(self) -> None:
         if not self.prompts or not self.seeds:
             raise ValueError("An evaluation set needs at least one prompt and one seed.")
-        if not 1 <= self.screen <= self.size:
-            raise ValueError(f"screen must be in [1, {self.size}], but got {self.screen}.")
+        if not self.full:
+            object.__setattr__(self, "full", self.size)
+        if not 1 <= self.screen <= self.full <= self.size:
+            raise ValueError(
+                f"Expected 1 <= screen <= full <= {self.size}, but got screen {self.screen} "
+                f"and full {self.full}."
+            )
 
     @classmethod
     def build(
         cls, prompts: Sequence[str], screen: int, seed: int, full_images: int | None = None
     ) -> EvalSet:
         """Screen on the first ``screen`` prompts; the full set uses up to
-        ``max(screen, full_images)`` prompts and enough seeds for ``full_images`` images
-        (default `FULL_IMAGES`)."""
+        ``max(screen, full_images)`` prompts and enough rounds for ``full_images`` images
+        (default `FULL_IMAGES`); the deep set has `DEEP_FACTOR` times its rounds."""
         full_images = full_images or FULL_IMAGES
         used = tuple(prompts[: max(screen, full_images)])
         rounds = max(1, math.ceil(full_images / len(used)))
-        return cls(used, tuple(seed + i for i in range(rounds)), min(screen, len(used)))
+        seeds = tuple(seed + i for i in range(rounds * DEEP_FACTOR))
+        return cls(used, seeds, min(screen, len(used)), full=len(used) * rounds)
 
     @property
     def size(self) -> int:

@@ -36,6 +36,7 @@ def _study_context(tuner: Tuner) -> dict[str, Any]:
         "prompts": tuner.prompts,
         "seeds": tuner.seeds,
         "screen": tuner.evalset.screen,
+        "full": tuner.evalset.full,
         "eval_protocol": EVAL_PROTOCOL,
         "guidance_scale": tuner.guidance,
         "height": config.height,

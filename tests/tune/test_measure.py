@@ -36,9 +36,10 @@ def _summary(scores, fp32=None, reference=None, evalset=None) -> Metrics:
 
 def test_full_set_has_enough_images_and_the_screen_is_its_prefix() -> None:
     wide = EvalSet.build(PROMPTS, screen=6, seed=0)
-    assert (len(wide.prompts), wide.seeds, wide.screen) == (16, (0, 1), 6)
+    assert (len(wide.prompts), wide.screen, wide.full) == (16, 6, 32)
+    assert (wide.seeds, wide.size) == ((0, 1, 2, 3), 64)  # the deep set: twice the full set
     narrow = EvalSet.build(PROMPTS[:6], screen=6, seed=7, full_images=16)
-    assert (narrow.size, narrow.seeds) == (18, (7, 8, 9))
+    assert (narrow.full, narrow.size, narrow.seeds) == (18, 36, (7, 8, 9, 10, 11, 12))
     # Round-major, and every image draws its own noise: round seed x prompts + prompt index.
     assert [narrow.image(i) for i in range(6)] == [(p, 42 + i) for i, p in enumerate(PROMPTS[:6])]
     assert narrow.image(6) == (PROMPTS[0], 48)  # the next round
@@ -210,13 +211,13 @@ def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path, ca
     assert "few_prompts" in events  # 2 prompts: the tune says its intervals are wide
     profile = read_profile(result.path)
     assert profile.conditions is not None and profile.conditions.torch_threads >= 1
-    assert profile.reference.metrics.n_images == 4
+    assert profile.reference.metrics.n_images in (4, 8)  # the full set, or the deep one
     resources = [r for t in profile.tiers for r in t.cheapest_in]
     assert sorted(resources) == ["latency", "memory", "quality"]  # each resource once
     for tier in profile.tiers:
         low, high = tier.metrics.clip_ci or (1, 0)
         assert low <= tier.metrics.clip_score <= high
-        assert tier.metrics.n_images == 4  # raced to the full set before it was chosen
+        assert tier.metrics.n_images in (4, 8)  # raced to the full (or deep) set first
         assert tier.metrics.clip_vs_fp32 is not None
         assert (tier.metrics.psnr is None) == (tier.plan == profile.reference.plan)
         steps = [p.steps for p in tier.steps_curve]
@@ -232,3 +233,21 @@ def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path, ca
     )
     assert [t.plan for t in exported.profile.tiers] == [t.plan for t in profile.tiers]
     assert [t.steps_curve for t in exported.profile.tiers] == [t.steps_curve for t in profile.tiers]
+
+
+def test_borderline_plans_that_would_widen_the_span_go_to_the_deep_set() -> None:
+    from autoq.profile import Constraints
+    from autoq.tune._evaluate import borderline_corners
+
+    sure = _assessed(0, 70, 2, 1.0, 40)  # change to the reference [-2, 2]: within 10%
+    small = _assessed(1, 66, 5, 1.2, 20)  # [-9, 1]: the floor (-7) undecided, smallest
+    small_2 = _assessed(2, 66, 5, 1.2, 30)  # undecided and smaller, but not the smallest
+    fast = _assessed(3, 65, 4, 0.5, 45)  # [-9, -1]: undecided, fastest
+    below = _assessed(4, 60, 2, 0.3, 10)  # [-12, -8]: surely below the floor
+    middle = _assessed(5, 66, 5, 1.5, 50)  # undecided, but neither smaller nor faster
+    unraced = _assessed(6, 66, 5, 0.2, 5)
+    unraced.metrics = unraced.metrics.model_copy(update={"n_images": 3})
+    plans = [sure, small, small_2, fast, below, middle, unraced]
+    picks = borderline_corners(plans, Constraints(), 70.0, full=6)
+    assert [a.trial for a in picks] == [1, 3]
+    assert borderline_corners([small, fast], Constraints(), 70.0, full=6) == []  # no anchor
