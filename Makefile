@@ -38,8 +38,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tune.py wall
 	$(BIN)/python benchmarks/tune.py samplers
 	$(BIN)/python benchmarks/tune.py overhead
-	$(BIN)/python benchmarks/runtime.py
-	$(BIN)/python benchmarks/load.py
+	$(BIN)/python benchmarks/quality.py stability
+	$(BIN)/python benchmarks/quality.py span
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/runtime.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/load.py load
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/load.py squeeze
 
 # On a CUDA machine, after the README's GPU install (CUDA torch in .venv or on PATH).
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
