@@ -1,5 +1,6 @@
 """The adaptive runtime under load and under a memory squeeze, on the profile `make demo`
-writes for this machine (the newest ``profiles/shapes-*.json``; ``--profile`` for another).
+writes for this machine (``profiles/``, where `load_profile` picks this device's; or
+``--profile`` for another).
 
     OMP_NUM_THREADS=1 python benchmarks/load.py load [--seconds 60] [--slo SECONDS]
     OMP_NUM_THREADS=1 python benchmarks/load.py squeeze [--seconds 40]
@@ -148,19 +149,11 @@ def solo(url: str, body: dict, n: int = 4) -> float | None:
     return statistics.median(times)
 
 
-def demo_profile() -> str:
-    """The newest shapes profile in profiles/: what `make demo` wrote on this machine."""
-    found = sorted(Path("profiles").glob("shapes-*.json"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit("No profiles/shapes-*.json: run `make demo` first, or pass --profile.")
-    return str(found[-1])
-
-
 def run_load(args: argparse.Namespace) -> dict:
-    if args.slo is None:  # twice what the best tier measured alone: one generation of wait
-        from autoq.profile import load_profile
+    from autoq.profile import load_profile
 
-        profile = load_profile(args.profile)
+    profile = load_profile(args.profile)  # what the server will serve: this device's
+    if args.slo is None:  # twice what the best tier measured alone: one generation of wait
         best_tier = max(profile.tiers, key=lambda t: t.metrics.clip_score)
         args.slo = round(2 * best_tier.metrics.latency_s, 2)
     port = free_port()
@@ -168,6 +161,7 @@ def run_load(args: argparse.Namespace) -> dict:
     server = start(args.profile, port, args.slo, args.max_queue)
     report: dict[str, object] = {
         "profile": args.profile,
+        "tuned_on": profile.fingerprint.fingerprint_id,
         "slo_s": args.slo,
         "seconds": args.seconds,
         "max_queue": args.max_queue,
@@ -297,7 +291,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     load = sub.add_parser("load")
-    load.add_argument("--profile", default=None, help="default: the newest make demo profile")
+    load.add_argument("--profile", default="profiles", help="a profile or folder")
     load.add_argument("--seconds", type=float, default=60)
     load.add_argument("--slo", type=float, default=None, help="default: 2x the best tier")
     load.add_argument("--max-queue", type=int, default=8)
@@ -305,12 +299,11 @@ def main() -> None:
         "--load-factor", type=float, default=4.0, help="offered rate / what the best tier sustains"
     )
     squeeze = sub.add_parser("squeeze")
-    squeeze.add_argument("--profile", default=None, help="default: the newest make demo profile")
+    squeeze.add_argument("--profile", default="profiles", help="a profile or folder")
     squeeze.add_argument("--seconds", type=float, default=40)
     squeeze.add_argument("--dwell", type=float, default=5)
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    args.profile = args.profile or demo_profile()
     report = run_load(args) if args.what == "load" else run_squeeze(args)
     name = (
         args.what

@@ -27,16 +27,15 @@ import statistics
 from itertools import combinations
 from pathlib import Path
 
-from autoq.profile import Profile, Tier, read_profile
+from autoq.profile import Profile, Tier, load_profile
 
 RESULTS = Path("benchmarks/results")
 
 
-def _default_profile() -> Path:
-    candidates = sorted(Path("profiles").glob("shapes-*.json"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise SystemExit("No profiles/shapes-*.json; run `autoq tune` first or pass a profile.")
-    return candidates[-1]
+def _shapes_profile(path: Path) -> Profile:
+    """The shapes profile at ``path``, or the one in folder ``path`` tuned on this device
+    (`load_profile`'s choice; another device's when none is: CLIP does not depend on it)."""
+    return load_profile(path, model="zoo:shapes", allow_mismatch=True)
 
 
 def _rescore(profile: Profile, tiers: list[Tier], seeds: list[int]) -> dict[str, list[float]]:
@@ -76,7 +75,7 @@ def _rescore(profile: Profile, tiers: list[Tier], seeds: list[int]) -> dict[str,
 
 
 def stability(path: Path, n_seeds: int) -> dict:
-    profile = read_profile(path)
+    profile = _shapes_profile(path)
     tiers = [profile.reference, *profile.tiers]
     scores = _rescore(profile, tiers, [1000 + i for i in range(n_seeds)])
     means = {name: statistics.fmean(s) for name, s in scores.items()}
@@ -139,7 +138,7 @@ def _dialed(tier: Tier) -> float:
 
 
 def span(path: Path) -> dict:
-    profile = read_profile(path)
+    profile = _shapes_profile(path)
     best = max(profile.tiers, key=lambda t: t.metrics.clip_score)
     fastest = min(profile.tiers, key=lambda t: t.metrics.latency_s)
     smallest = min(profile.tiers, key=lambda t: t.metrics.peak_memory_bytes)
@@ -174,10 +173,12 @@ def span(path: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["stability", "span"])
-    parser.add_argument("profile", nargs="?", type=Path)
+    parser.add_argument(
+        "profile", nargs="?", type=Path, help="a profile or folder (default: profiles/)"
+    )
     parser.add_argument("--seeds", type=int, default=4, help="seeds per held-out prompt")
     args = parser.parse_args()
-    path = args.profile or _default_profile()
+    path = args.profile or Path("profiles")
     result = stability(path, args.seeds) if args.what == "stability" else span(path)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"quality-{args.what}.json").write_text(json.dumps(result, indent=2) + "\n")
