@@ -537,9 +537,8 @@ class Evaluator:
             return
         log.info("deepen_start", plans=len(picks), images=self.evalset.size)
         self.deepen_reference(study)
-        for assessed in assess(study):  # fresh evidence: the reference's scores grew
-            if assessed.trial.number in {p.trial.number for p in picks}:
-                self.extend(study, assessed, to=self.evalset.size)
+        for assessed in picks:  # extending needs their evidence, not their metrics
+            self.extend(study, assessed, to=self.evalset.size)
 
     def deepen_reference(self, study: optuna.Study) -> None:
         """The reference's scores on the deep set (fp32 at its steps: the same images)."""
