@@ -1,16 +1,18 @@
 """How well and how fast `autoq tune` searches, on the embedded shapes model.
 
-    python benchmarks/tune.py wall       # (a) wall time of the default `autoq tune`
-    python benchmarks/tune.py samplers   # (b) hypervolume: GP / TPE / NSGA-II / random vs grid
-    python benchmarks/tune.py overhead   # (c) share of trial time outside timed generations
+    python benchmarks/tune.py wall                       # (a) wall time of the default `autoq tune`
+    python benchmarks/tune.py samplers [--grid default]  # (b) hypervolume of each sampler vs a grid
+    python benchmarks/tune.py overhead                   # (c) trial time outside timed generations
+    python benchmarks/tune.py grid [--grid default]      # measure a grid only (resumable)
 
 (b) measures every plan of a reduced space once (the exhaustive grid, kept in
-benchmarks/results/tune-grid.json), then replays the samplers against those measurements
+benchmarks/results/tune-grid*.json), then replays the samplers against those measurements
 through `autoq tune`'s own control flow (corner plans first, repeats as free twins, the
-reference plan measured up front), so every sampler sees identical numbers and the
-comparison is not blurred by timing noise. Each sampler gets 20% of the grid's plans as
-distinct measurements; hypervolume is computed on objectives normalised over the grid,
-reference point 1.1.
+reference plan measured up front, each plan's quality-floor constraint as measured), so
+every sampler sees identical numbers and the comparison is not blurred by timing noise.
+Each sampler gets 20% of the grid's plans as distinct measurements; hypervolume counts the
+plans within the quality floor (tiers come from those), on objectives normalised over the
+grid's, reference point 1.1.
 Results go to benchmarks/results/tune-*.json and print as Markdown.
 """
 
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +39,20 @@ from autoq.tune._optuna import DIRECTIONS
 from autoq.tune._search import Search
 
 RESULTS = Path("benchmarks/results")
-# The sampler grid: 4 precisions ** 3 components x 2 step counts = 128 plans, four
-# images each (it is measured once, then replayed; its latencies carry the machine's noise).
-REDUCED = {
+# The sampler grids, each measured once (four images per plan) and then replayed; their
+# latencies carry the machine's noise. `small`: 4 precisions ** 3 components x 2 step
+# counts = 128 plans. `default`: shaped like the default space (its step range, the
+# model's distinct schedulers but ddim, and so its non-monotone CLIP-vs-steps and its
+# quality floor): 4 ** 3 x 4 step counts x 2 schedulers = 512 plans.
+_COMMON = {
     "precisions": ("fp32", "bnb_int8", "bnb_nf4", "quanto_int4"),
-    "steps": (4, 8),
-    "step_size": 4,
-    "schedulers": ("default",),
     "protect": False,
     "n_prompts": 4,
     "eval_images": 4,  # no racing beyond the screen: every plan is measured alike
+}
+GRIDS = {
+    "small": {**_COMMON, "steps": (4, 8), "step_size": 4, "schedulers": ("default",)},
+    "default": {**_COMMON, "steps": (5, 29), "step_size": 8, "schedulers": ("default", "euler")},
 }
 
 
@@ -61,27 +68,36 @@ def wall(profiles_dir: str | None) -> dict:
     return {"command": "autoq tune", "wall_s": seconds}
 
 
-GRID = RESULTS / "tune-grid.json"
+def grid_path(name: str) -> Path:
+    return RESULTS / ("tune-grid.json" if name == "small" else f"tune-grid-{name}.json")
 
 
-def _grid_table(tmp: Path) -> list[dict]:
-    """Every plan of the reduced space, measured once; kept in GRID for later replays."""
-    if GRID.is_file():
-        return json.loads(GRID.read_text())["rows"]
-    config = TuneConfig.create(profiles_dir=tmp, sampler="grid", trials=10_000, **REDUCED)
+def _grid_table(name: str) -> list[dict]:
+    """Every plan of grid ``name``, measured once; kept in `grid_path` for later replays.
+
+    The measuring study lives in ~/.cache/autoq/bench, so a cut-off run resumes."""
+    path = grid_path(name)
+    if path.is_file():
+        return json.loads(path.read_text())["rows"]
+    work = Path.home() / ".cache" / "autoq" / "bench" / f"tune-grid-{name}"
+    space = GRIDS[name]
+    config = TuneConfig.create(profiles_dir=work, sampler="grid", trials=10_000, **space)
     result = tune(config)
-    storage = f"sqlite:///{tmp / (result.path.stem + '.optuna.db')}"
+    storage = f"sqlite:///{work / (result.path.stem + '.optuna.db')}"
     study = optuna.load_study(study_name=result.profile.study.study_name, storage=storage)
     rows, seen = [], set()
     for t in study.trials:  # one row per plan (the reference's trial is a twin of it)
         key = json.dumps(t.user_attrs.get("plan"), sort_keys=True)
         if t.state == optuna.trial.TrialState.COMPLETE and key not in seen:
             seen.add(key)
-            rows.append(
-                {"params": t.params, "plan": t.user_attrs["plan"], "values": list(t.values)}
-            )
+            rows.append({
+                "params": t.params,
+                "plan": t.user_attrs["plan"],
+                "values": list(t.values),
+                "constraints": t.constraints,
+            })  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
-    GRID.write_text(json.dumps({"space": REDUCED, "rows": rows}, indent=1))
+    path.write_text(json.dumps({"space": space, "rows": rows}, indent=1))
     return rows
 
 
@@ -99,77 +115,108 @@ def _hypervolume(points: np.ndarray) -> float:
 
 
 class Replay(Search):
-    """`autoq tune`'s control flow (corners, twins, budget) over the grid's measurements."""
+    """`autoq tune`'s control flow (corners, twins, budget) over the grid's measurements:
+    each plan's objectives and constraints, as its grid trial recorded them."""
 
-    def __init__(self, space: SearchSpace, lookup: dict[str, list[float]]) -> None:
+    def __init__(self, space: SearchSpace, rows: dict[str, dict]) -> None:
         self.space = space
         self.reference_plan = space.reference()
-        self.lookup = lookup
+        self.rows = rows
 
-    def _values(self, plan: PipelinePlan) -> tuple[float, ...]:
-        return tuple(self.lookup[json.dumps(plan.model_dump(mode="json"), sort_keys=True)])
+    def _values(self, trial: optuna.Trial, plan: PipelinePlan) -> tuple[float, ...]:
+        row = self.rows[json.dumps(plan.model_dump(mode="json"), sort_keys=True)]
+        for key, value in row.get("constraints", {}).items():
+            trial.set_constraint(key, value)
+        return tuple(row["values"])
 
     def measure_trial(self, trial: optuna.Trial, plan: PipelinePlan) -> tuple[float, ...]:
-        return self._values(plan)
+        return self._values(trial, plan)
 
     def reference_twin(self, trial: optuna.Trial) -> tuple[float, ...]:
-        return self._values(self.reference_plan)  # `autoq tune` measures it before trial 0
+        # `autoq tune` measures the reference before trial 0
+        return self._values(trial, self.reference_plan)
 
 
-def samplers(seeds: int) -> dict:
+def _feasible(constraints: dict[str, float]) -> bool:
+    return all(v <= 0 for v in constraints.values())
+
+
+def _makers(
+    budget: int, space: SearchSpace
+) -> dict[str, tuple[str, Callable[[int], optuna.samplers.BaseSampler]]]:
+    """key -> (table label, seed -> sampler): `autoq tune`'s samplers and a few variants."""
     from autoq.tune._optuna import sampler
+
+    def ours(name: str) -> Callable[[int], optuna.samplers.BaseSampler]:
+        return lambda seed: sampler(name, seed, budget, space)
+
+    return {
+        "gp": ("GP, 2 start-up trials (`--sampler gp`)", ours("gp")),
+        "gp10": ("GP, Optuna's 10 start-up trials", lambda s: optuna.samplers.GPSampler(seed=s)),
+        "gp-tpe": ("GP and TPE, alternating (`--sampler gp-tpe`)", ours("gp-tpe")),
+        "tpe": ("TPE grouped multivariate (`--sampler tpe`)", ours("tpe")),
+        "tpe-plain": (
+            "TPE multivariate",
+            lambda s: optuna.samplers.TPESampler(seed=s, multivariate=True),
+        ),
+        "nsga2": ("NSGA-II", ours("nsga2")),
+        "random": ("random", ours("random")),
+    }
+
+
+def samplers(seeds: int, grid: str, only: list[str] | None, corners: str) -> dict:
     from autoq.tune._search import counted, run_search
 
-    with tempfile.TemporaryDirectory() as tmp:
-        table = _grid_table(Path(tmp))
-    lookup = {json.dumps(r["plan"], sort_keys=True): r["values"] for r in table}
-    values = np.array([r["values"] for r in table])
-    lo, hi = values.min(axis=0), values.max(axis=0)
-    grid_hv = _hypervolume(_normalised(values, lo, hi))
-    components = list(table[0]["plan"]["precisions"])
+    table = _grid_table(grid)
+    rows = {json.dumps(r["plan"], sort_keys=True): r for r in table}
+    # Tiers come from the plans within the quality floor: the hypervolume counts only those.
+    feasible = np.array([r["values"] for r in table if _feasible(r.get("constraints", {}))])
+    lo, hi = feasible.min(axis=0), feasible.max(axis=0)
+    grid_hv = _hypervolume(_normalised(feasible, lo, hi))
+    space_args = GRIDS[grid]
     space = SearchSpace(
-        precisions=dict.fromkeys(components, REDUCED["precisions"]),
-        steps=REDUCED["steps"],
-        step_size=REDUCED["step_size"],
-        schedulers=REDUCED["schedulers"],
-        protect=REDUCED["protect"],
+        precisions=dict.fromkeys(table[0]["plan"]["precisions"], space_args["precisions"]),
+        steps=space_args["steps"],
+        step_size=space_args["step_size"],
+        schedulers=space_args["schedulers"],
+        protect=space_args["protect"],
     )
     assert space.size() == len(table), (space.size(), len(table))
     budget = max(1, round(0.2 * len(table)))
-
-    def tpe_plain(seed: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-
-    def gp_optuna_startup(seed: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.GPSampler(seed=seed)  # 10 random start-up trials
-
-    makers = {
-        "gp (2 start-up trials)": lambda s: sampler("gp", s, budget, space),
-        "gp (Optuna's 10 start-up trials)": gp_optuna_startup,
-        "tpe (grouped multivariate; default)": lambda s: sampler("tpe", s, budget, space),
-        "tpe (multivariate)": tpe_plain,
-        "nsga2": lambda s: sampler("nsga2", s, budget, space),
-        "random": lambda s: sampler("random", s, budget, space),
-    }
+    makers = _makers(budget, space)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     configure(level="WARNING")  # one line per trial would drown the table
-    out = {"grid_trials": len(table), "budget": budget, "grid_hv": grid_hv, "samplers": {}}
-    for corners in (True, False):
-        for name, make in makers.items():
+    out = {
+        "grid": grid,
+        "grid_trials": len(table),
+        "grid_feasible": len(feasible),
+        "budget": budget,
+        "grid_hv": grid_hv,
+        "samplers": {},
+    }
+    modes = {"with": (True,), "without": (False,), "both": (True, False)}[corners]
+    for with_corners in modes:
+        for key in only or makers:
+            label, make = makers[key]
             ratios, asked = [], []
             for seed in range(seeds):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     study = optuna.create_study(directions=DIRECTIONS, sampler=make(seed))
-                    run_search(study, Replay(space, lookup), wanted=budget, corners=corners,
+                    run_search(study, Replay(space, rows), wanted=budget, corners=with_corners,
                                gc_after_trial=False)  # fmt: skip
                 assert counted(study.trials) <= budget
-                found = np.array([t.values for t in study.trials if t.values is not None])
-                ratios.append(_hypervolume(_normalised(found, lo, hi)) / grid_hv)
+                found = np.array([
+                    t.values for t in study.trials
+                    if t.values is not None and _feasible(t.constraints)
+                ])  # fmt: skip
+                hv = _hypervolume(_normalised(found, lo, hi)) if len(found) else 0.0
+                ratios.append(hv / grid_hv)
                 asked.append(len(study.trials))
-            label = name if corners else f"{name}, no corners"
+            label = label if with_corners else f"{label}, no corners"
             out["samplers"][label] = {
                 "mean_hv_ratio": statistics.mean(ratios),
+                "ci95": 1.96 * statistics.stdev(ratios) / len(ratios) ** 0.5,
                 "seeds_at_95": sum(r >= 0.95 for r in ratios) / len(ratios),
                 "mean_trials_asked": statistics.mean(asked),
                 "ratios": ratios,
@@ -183,7 +230,7 @@ def overhead() -> dict:
         config = TuneConfig.create(
             profiles_dir=tmp,
             trials=20,
-            **{**REDUCED, "steps": (8, 16), "step_size": 8},
+            **{**GRIDS["small"], "steps": (8, 16), "step_size": 8},
         )
         result = tune(config)
         storage = f"sqlite:///{Path(tmp) / (result.path.stem + '.optuna.db')}"
@@ -197,26 +244,51 @@ def overhead() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["wall", "samplers", "overhead"])
+    parser.add_argument("what", choices=["wall", "grid", "samplers", "overhead"])
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="default",
+                        help="grid / samplers: which grid to measure or replay")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--only",
+        help="samplers: comma-separated keys (gp, gp10, gp-tpe, "
+        "tpe, tpe-plain, nsga2, random); rows merge into the results file",
+    )
+    parser.add_argument(
+        "--corners",
+        choices=["with", "without", "both"],
+        default="both",
+        help="samplers: with the corner plans enqueued first, without, or both",
+    )
     parser.add_argument("--profiles-dir", help="wall: keep the profile here (a fresh folder)")
     args = parser.parse_args()
+    if args.what == "grid":  # measure (or resume measuring) a grid, nothing replayed
+        rows = _grid_table(args.grid)
+        print(f"{len(rows)} plans in {grid_path(args.grid)}")
+        return
     if args.what == "wall":
         result = wall(args.profiles_dir)
     elif args.what == "overhead":
         result = overhead()
     else:
-        result = samplers(args.seeds)
+        only = args.only.split(",") if args.only else None
+        result = samplers(args.seeds, args.grid, only, args.corners)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"tune-{args.what}.json").write_text(json.dumps(result, indent=1))
+    suffix = f"-{args.grid}" if args.what == "samplers" and args.grid != "small" else ""
+    path = RESULTS / f"tune-{args.what}{suffix}.json"
+    if args.what == "samplers" and path.is_file():  # rows of other samplers stay
+        earlier = json.loads(path.read_text())
+        if (earlier.get("grid"), earlier.get("budget")) == (result["grid"], result["budget"]):
+            result["samplers"] = {**earlier["samplers"], **result["samplers"]}
+    path.write_text(json.dumps(result, indent=1))
     if args.what == "samplers":
-        print(f"{result['budget']} distinct measured plans of {result['grid_trials']}, "
+        print(f"grid {args.grid}: {result['budget']} distinct measured plans of "
+              f"{result['grid_trials']} ({result['grid_feasible']} within the floor), "
               f"{args.seeds} seeds\n")  # fmt: skip
         print("| sampler | mean hypervolume vs grid | seeds >= 0.95 | trials asked |")
         print("|---|---:|---:|---:|")
         for name, row in result["samplers"].items():
-            print(f"| {name} | {row['mean_hv_ratio']:.3f} | {row['seeds_at_95']:.0%} | "
-                  f"{row['mean_trials_asked']:.1f} |")  # fmt: skip
+            print(f"| {name} | {row['mean_hv_ratio']:.3f} ± {row['ci95']:.3f} | "
+                  f"{row['seeds_at_95']:.0%} | {row['mean_trials_asked']:.1f} |")  # fmt: skip
     else:
         print(json.dumps(result, indent=1))
 

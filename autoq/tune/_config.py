@@ -12,7 +12,7 @@ from autoq.errors import ConfigError
 
 __all__ = ["Sampler", "TuneConfig", "parse_size", "read_prompts"]
 
-Sampler = Literal["gp", "tpe", "nsga2", "random", "grid"]
+Sampler = Literal["gp", "gp-tpe", "tpe", "nsga2", "random", "grid"]
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
           "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,

@@ -47,6 +47,13 @@ def sampler(name: str, seed: int, trials: int, space: SearchSpace) -> optuna.sam
         # on the default space (15 precisions x protect x 6 step counts x 3 schedulers) it
         # kept every trial after the corners at 30 steps: not the default.
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=2)
+    if name == "gp-tpe":
+        from autoq.tune._alternating import Alternating
+
+        return Alternating([
+            optuna.samplers.GPSampler(seed=seed, n_startup_trials=2),
+            sampler("tpe", seed, trials, space),
+        ])  # fmt: skip
     if name == "nsga2":
         # A population sized to the budget, so short tunes still evolve a few generations.
         population = max(8, min(50, trials // 4))

@@ -150,13 +150,38 @@ def test_default_sampler_is_grouped_multivariate_tpe() -> None:
     assert chosen._multivariate and chosen._group
 
 
-@pytest.mark.parametrize("name", ["tpe", "gp"])
+@pytest.mark.parametrize("name", ["tpe", "gp", "gp-tpe"])
 def test_samplers_settle_a_small_space_without_stalling(name: str) -> None:
     # Repeats are free twins; a sampler that kept proposing settled plans would stall.
     s, fake = study(name=name), Fake()
     run_search(s, fake, wanted=100, gc_after_trial=False)
     assert len(set(fake.measured)) == len(fake.measured) == SPACE.size() - 1  # - reference
     assert len(s.trials) < 5 * SPACE.size()
+
+
+def test_alternating_sampler_takes_turns_and_tells_every_sampler() -> None:
+    from autoq.tune._alternating import Alternating
+
+    class Recorder(optuna.samplers.RandomSampler):
+        def __init__(self, value: int) -> None:
+            super().__init__(seed=0)
+            self.value, self.drew, self.told = value, [], []
+
+        def sample_independent(self, study, trial, name, distribution):  # type: ignore[no-untyped-def]
+            self.drew.append(trial.number)
+            return self.value
+
+        def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+            self.told.append(trial.number)
+
+    first, second = Recorder(1), Recorder(2)
+    s = optuna.create_study(sampler=Alternating([first, second]))
+    s.optimize(lambda t: t.suggest_int("x", 0, 5), n_trials=5)
+    assert [t.params["x"] for t in s.trials] == [1, 2, 1, 2, 1]
+    assert first.drew == [0, 2, 4] and second.drew == [1, 3]
+    assert first.told == second.told == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="at least one"):
+        Alternating([])
 
 
 def test_equivalent_schedulers_are_searched_once() -> None:
