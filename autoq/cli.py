@@ -132,7 +132,9 @@ def tune(
     trials: int = typer.Option(30, help="Trials in the study (a re-run resumes up to this)."),
     timeout: float | None = typer.Option(None, help="Stop starting trials after SECONDS."),
     sampler: str = typer.Option(
-        "tpe", help="tpe (grouped multivariate), gp (Gaussian process), nsga2, random or grid."
+        "gp-tpe",
+        help="gp-tpe (a Gaussian process and grouped multivariate TPE in turn), tpe, gp, "
+        "nsga2, random or grid.",
     ),
     storage: str | None = typer.Option(
         None, help="Optuna storage URL (default: SQLite in the profiles dir)."

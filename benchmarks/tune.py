@@ -8,11 +8,11 @@
 (b) measures every plan of a reduced space once (the exhaustive grid, kept in
 benchmarks/results/tune-grid*.json), then replays the samplers against those measurements
 through `autoq tune`'s own control flow (corner plans first, repeats as free twins, the
-reference plan measured up front, each plan's quality-floor constraint as measured), so
-every sampler sees identical numbers and the comparison is not blurred by timing noise.
-Each sampler gets 20% of the grid's plans as distinct measurements; hypervolume counts the
-plans within the quality floor (tiers come from those), on objectives normalised over the
-grid's, reference point 1.1.
+reference plan measured up front, each plan's constraints as measured), so every sampler
+sees identical numbers and the comparison is not blurred by timing noise. Each sampler
+gets 20% of the grid's plans as distinct measurements; hypervolume counts the plans within
+the default tier floor (10% below the reference's CLIP: tiers come from those), on
+objectives normalised over the grid's, reference point 1.1.
 Results go to benchmarks/results/tune-*.json and print as Markdown.
 """
 
@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +36,7 @@ import optuna
 from autoq._logging import configure
 from autoq.pipeline import PipelinePlan
 from autoq.tune import SearchSpace, TuneConfig, tune
+from autoq.tune._evaluate import DEFAULT_TIER_DROP_PCT
 from autoq.tune._optuna import DIRECTIONS
 from autoq.tune._search import Search
 
@@ -137,8 +139,9 @@ class Replay(Search):
         return self._values(trial, self.reference_plan)
 
 
-def _feasible(constraints: dict[str, float]) -> bool:
-    return all(v <= 0 for v in constraints.values())
+def _tier_worthy(values: list[float], constraints: dict[str, float], floor: float) -> bool:
+    """Could this plan be a tier: within its constraints and the default tier floor?"""
+    return values[0] >= floor and all(v <= 0 for v in constraints.values())
 
 
 def _makers(
@@ -164,15 +167,13 @@ def _makers(
     }
 
 
-def samplers(seeds: int, grid: str, only: list[str] | None, corners: str) -> dict:
-    from autoq.tune._search import counted, run_search
+def samplers(
+    seeds: int, grid: str, only: list[str] | None, corners: str, budget: int | None = None
+) -> dict:
+    from autoq.tune._search import counted, outcome, run_search
 
     table = _grid_table(grid)
     rows = {json.dumps(r["plan"], sort_keys=True): r for r in table}
-    # Tiers come from the plans within the quality floor: the hypervolume counts only those.
-    feasible = np.array([r["values"] for r in table if _feasible(r.get("constraints", {}))])
-    lo, hi = feasible.min(axis=0), feasible.max(axis=0)
-    grid_hv = _hypervolume(_normalised(feasible, lo, hi))
     space_args = GRIDS[grid]
     space = SearchSpace(
         precisions=dict.fromkeys(table[0]["plan"]["precisions"], space_args["precisions"]),
@@ -182,14 +183,24 @@ def samplers(seeds: int, grid: str, only: list[str] | None, corners: str) -> dic
         protect=space_args["protect"],
     )
     assert space.size() == len(table), (space.size(), len(table))
-    budget = max(1, round(0.2 * len(table)))
+    budget = budget or max(1, round(0.2 * len(table)))
+    # Tiers come from the plans within the default tier floor (10% below the reference's
+    # CLIP; point estimates here): the hypervolume counts only those.
+    reference = rows[json.dumps(space.reference().model_dump(mode="json"), sort_keys=True)]
+    floor = (1 - DEFAULT_TIER_DROP_PCT / 100) * reference["values"][0]
+    worthy = np.array([
+        r["values"] for r in table if _tier_worthy(r["values"], r.get("constraints", {}), floor)
+    ])  # fmt: skip
+    lo, hi = worthy.min(axis=0), worthy.max(axis=0)
+    grid_hv = _hypervolume(_normalised(worthy, lo, hi))
     makers = _makers(budget, space)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     configure(level="WARNING")  # one line per trial would drown the table
     out = {
         "grid": grid,
         "grid_trials": len(table),
-        "grid_feasible": len(feasible),
+        "floor": floor,
+        "grid_within_floor": len(worthy),
         "budget": budget,
         "grid_hv": grid_hv,
         "samplers": {},
@@ -198,7 +209,7 @@ def samplers(seeds: int, grid: str, only: list[str] | None, corners: str) -> dic
     for with_corners in modes:
         for key in only or makers:
             label, make = makers[key]
-            ratios, asked = [], []
+            ratios, asked, steps = [], [], Counter()
             for seed in range(seeds):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -208,17 +219,20 @@ def samplers(seeds: int, grid: str, only: list[str] | None, corners: str) -> dic
                 assert counted(study.trials) <= budget
                 found = np.array([
                     t.values for t in study.trials
-                    if t.values is not None and _feasible(t.constraints)
+                    if t.values is not None and _tier_worthy(t.values, t.constraints, floor)
                 ])  # fmt: skip
                 hv = _hypervolume(_normalised(found, lo, hi)) if len(found) else 0.0
                 ratios.append(hv / grid_hv)
                 asked.append(len(study.trials))
+                steps.update(t.params["steps"] for t in study.trials if outcome(t) == "measured")
             label = label if with_corners else f"{label}, no corners"
             out["samplers"][label] = {
                 "mean_hv_ratio": statistics.mean(ratios),
                 "ci95": 1.96 * statistics.stdev(ratios) / len(ratios) ** 0.5,
                 "seeds_at_95": sum(r >= 0.95 for r in ratios) / len(ratios),
                 "mean_trials_asked": statistics.mean(asked),
+                # where the measurements went: share of measured plans per step count
+                "steps_share": {n: c / steps.total() for n, c in sorted(steps.items())},
                 "ratios": ratios,
             }
             print(f"{label}: {statistics.mean(ratios):.3f}", file=sys.stderr)
@@ -259,6 +273,11 @@ def main() -> None:
         default="both",
         help="samplers: with the corner plans enqueued first, without, or both",
     )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        help="samplers: distinct measured plans a run (default: 20%% of the grid)",
+    )
     parser.add_argument("--profiles-dir", help="wall: keep the profile here (a fresh folder)")
     args = parser.parse_args()
     if args.what == "grid":  # measure (or resume measuring) a grid, nothing replayed
@@ -271,9 +290,10 @@ def main() -> None:
         result = overhead()
     else:
         only = args.only.split(",") if args.only else None
-        result = samplers(args.seeds, args.grid, only, args.corners)
+        result = samplers(args.seeds, args.grid, only, args.corners, args.budget)
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = f"-{args.grid}" if args.what == "samplers" and args.grid != "small" else ""
+    suffix += f"-{args.budget}" if args.what == "samplers" and args.budget else ""
     path = RESULTS / f"tune-{args.what}{suffix}.json"
     if args.what == "samplers" and path.is_file():  # rows of other samplers stay
         earlier = json.loads(path.read_text())
@@ -282,7 +302,7 @@ def main() -> None:
     path.write_text(json.dumps(result, indent=1))
     if args.what == "samplers":
         print(f"grid {args.grid}: {result['budget']} distinct measured plans of "
-              f"{result['grid_trials']} ({result['grid_feasible']} within the floor), "
+              f"{result['grid_trials']} ({result['grid_within_floor']} within the floor), "
               f"{args.seeds} seeds\n")  # fmt: skip
         print("| sampler | mean hypervolume vs grid | seeds >= 0.95 | trials asked |")
         print("|---|---:|---:|---:|")

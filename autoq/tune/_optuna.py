@@ -43,13 +43,15 @@ def sampler(name: str, seed: int, trials: int, space: SearchSpace) -> optuna.sam
 
     # Constraints reach every sampler through `Trial.set_constraint` in the objective.
     if name == "gp":
-        # Best on `benchmarks/tune.py samplers`' small grid (0.95 of its hypervolume), but
-        # on the default space (15 precisions x protect x 6 step counts x 3 schedulers) it
-        # kept every trial after the corners at 30 steps: not the default.
+        # Alone, the GP kept every trial after the corners of a default-space tune at 30
+        # steps: its tiers spanned memory only.
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=2)
     if name == "gp-tpe":
         from autoq.tune._alternating import Alternating
 
+        # The default: the GP exploits its model on even trials, TPE keeps exploring every
+        # dimension (steps included) on odd ones. Best on both grids of
+        # `benchmarks/tune.py samplers` (README: "Measured: tuning the shapes model").
         return Alternating([
             optuna.samplers.GPSampler(seed=seed, n_startup_trials=2),
             sampler("tpe", seed, trials, space),
@@ -61,8 +63,7 @@ def sampler(name: str, seed: int, trials: int, space: SearchSpace) -> optuna.sam
     if name == "tpe":
         with warnings.catch_warnings():  # `group` is experimental in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # Grouped multivariate TPE, the default: second to GP on the small grid, but it
-            # explores every dimension of the default space (steps included).
+            # Grouped: a component's protect toggle exists only when it is quantized.
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)

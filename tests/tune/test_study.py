@@ -144,10 +144,15 @@ def test_a_dead_local_worker_trial_is_failed_with_its_reason() -> None:
     assert counted(s.trials) == 0
 
 
-def test_default_sampler_is_grouped_multivariate_tpe() -> None:
+def test_default_sampler_alternates_gp_and_grouped_multivariate_tpe() -> None:
+    from autoq.tune._alternating import Alternating
+
     chosen = sampler(TuneConfig().sampler, 0, 30, SPACE)
-    assert isinstance(chosen, optuna.samplers.TPESampler)
-    assert chosen._multivariate and chosen._group
+    assert isinstance(chosen, Alternating)
+    gp, tpe = chosen._samplers
+    assert isinstance(gp, optuna.samplers.GPSampler)
+    assert isinstance(tpe, optuna.samplers.TPESampler)
+    assert tpe._multivariate and tpe._group
 
 
 @pytest.mark.parametrize("name", ["tpe", "gp", "gp-tpe"])
