@@ -36,7 +36,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/backends.py
 	$(BIN)/python benchmarks/tune.py wall
-	$(BIN)/python benchmarks/tune.py samplers
+	# GP alone at 102 trials spends about 3 min a seed fitting: left to `--only gp`.
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tune.py samplers --grid default --only gp-tpe,tpe,nsga2,random --corners with
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tune.py samplers --grid default --budget 30 --only gp-tpe,tpe,gp,random --corners with
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tune.py samplers --grid small
 	$(BIN)/python benchmarks/tune.py overhead
 	$(BIN)/python benchmarks/quality.py stability
 	$(BIN)/python benchmarks/quality.py span
