@@ -35,8 +35,9 @@ import optuna
 
 from autoq._logging import configure
 from autoq.pipeline import PipelinePlan
+from autoq.profile import Constraints
 from autoq.tune import SearchSpace, TuneConfig, tune
-from autoq.tune._evaluate import DEFAULT_TIER_DROP_PCT
+from autoq.tune._evaluate import tier_constraints
 from autoq.tune._optuna import DIRECTIONS
 from autoq.tune._search import Search
 
@@ -187,7 +188,8 @@ def samplers(
     # Tiers come from the plans within the default tier floor (10% below the reference's
     # CLIP; point estimates here): the hypervolume counts only those.
     reference = rows[json.dumps(space.reference().model_dump(mode="json"), sort_keys=True)]
-    floor = (1 - DEFAULT_TIER_DROP_PCT / 100) * reference["values"][0]
+    floor = tier_constraints(Constraints()).effective_min_clip(reference["values"][0])
+    assert floor is not None  # the default tier floor is relative to the reference
     worthy = np.array([
         r["values"] for r in table if _tier_worthy(r["values"], r.get("constraints", {}), floor)
     ])  # fmt: skip
