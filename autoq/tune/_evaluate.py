@@ -202,14 +202,26 @@ def _optimistic(metrics: Metrics) -> Metrics:
     )
 
 
+def _central(metrics: Metrics) -> Metrics:
+    """``metrics`` judged on its point estimates alone (does it look like it qualifies?)."""
+    return metrics.model_copy(update={"clip_ci": None, "clip_vs_reference_ci": None})
+
+
 def finalists(
-    assessed: Sequence[Assessed], constraints: Constraints, reference_clip: float, count: int
+    assessed: Sequence[Assessed],
+    constraints: Constraints,
+    reference_clip: float,
+    count: int,
+    full: int,
 ) -> list[Assessed]:
-    """Plans worth the full evaluation set: not surely infeasible, not surely dominated.
+    """Plans worth extending to the ``full`` evaluation set: not surely infeasible, not
+    surely dominated, not measured on the full set already.
 
     Surely dominated: another plan's CLIP interval lies wholly above this one's and it is
-    no slower and no larger. If more than ``count`` remain, the spanning choice of
-    `select_tiers` (corners first, then spread) keeps ``count``.
+    no slower and no larger. If more than ``count`` remain, the plans whose point estimate
+    meets the limits go first, the ones only the top of their interval could carry after;
+    within each group the spanning choice of `select_tiers` (corners first, then spread)
+    picks.
     """
     hopeful = [a for a in assessed if _meets(constraints, _optimistic(a.metrics), reference_clip)]
 
@@ -222,10 +234,19 @@ def finalists(
             and b.peak_memory_bytes <= a.peak_memory_bytes
         )
 
-    open_ = [a for a in hopeful if not any(surely_beats(b.metrics, a.metrics) for b in hopeful)]
-    if len(open_) <= count:
-        return open_
-    return [c.item for c in select_tiers([(a, a.metrics) for a in open_], count)]
+    pending = [a for a in hopeful if a.metrics.n_images < full]
+    open_ = [a for a in pending if not any(surely_beats(b.metrics, a.metrics) for b in hopeful)]
+    likely = [a for a in open_ if _meets(constraints, _central(a.metrics), reference_clip)]
+    picks: list[Assessed] = []
+    for group in (likely, [a for a in open_ if a not in likely]):
+        room = count - len(picks)
+        if room <= 0:
+            break
+        if len(group) <= room:
+            picks += group
+        else:
+            picks += [c.item for c in select_tiers([(a, a.metrics) for a in group], room)]
+    return picks
 
 
 def borderline_corners(
@@ -518,7 +539,9 @@ class Evaluator:
         attrs = study.user_attrs
         constraints = tier_constraints(Constraints.model_validate(attrs["constraints"]))
         reference_clip = _reference_clip(attrs)
-        chosen = finalists(assess(study), constraints, reference_clip, RACE_FACTOR * tiers)
+        chosen = finalists(
+            assess(study), constraints, reference_clip, RACE_FACTOR * tiers, self.evalset.full
+        )
         log.info("race_start", plans=len(chosen), images=self.evalset.full)
         for assessed in chosen:
             self.extend(study, assessed)

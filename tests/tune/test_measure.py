@@ -77,14 +77,16 @@ def test_fewer_fp32_scores_than_plan_scores_are_refused() -> None:
         _summary(BASE, fp32=BASE[:3])
 
 
-def _assessed(number: int, clip: float, half: float, latency: float, mib: float) -> Assessed:
+def _assessed(
+    number: int, clip: float, half: float, latency: float, mib: float, n: int = 6
+) -> Assessed:
     metrics = Metrics(
         clip_score=clip,
         clip_score_std=1.0,
         clip_ci=(clip - half, clip + half),
         clip_vs_reference=clip - 70,
         clip_vs_reference_ci=(clip - 70 - half, clip - 70 + half),
-        n_images=6,
+        n_images=n,
         latency_s=latency,
         latency_p90_s=latency,
         peak_memory_bytes=int(mib * 2**20),
@@ -101,11 +103,28 @@ def test_racing_keeps_plans_that_could_still_make_a_tier() -> None:
         _assessed(2, 66, 5, 1.1, 41),  # worse than 0 but the intervals overlap: kept
         _assessed(3, 55, 2, 0.2, 10),  # surely under a 10% floor (63): out
         _assessed(4, 62, 2, 0.3, 12),  # straddles the floor: could qualify, kept
+        _assessed(5, 69, 2, 0.9, 30, n=32),  # already on the full set: nothing to extend
     ]
     limits = tier_constraints(Constraints())
-    kept = finalists(plans, limits, reference_clip=70.0, count=8)
+    kept = finalists(plans, limits, reference_clip=70.0, count=8, full=32)
     assert [a.trial for a in kept] == [0, 2, 4]
-    assert len(finalists(plans, limits, reference_clip=70.0, count=2)) == 2
+
+
+def test_racing_spends_scarce_slots_on_plans_that_look_feasible_first() -> None:
+    plans = [
+        _assessed(0, 70, 2, 1.0, 40),
+        _assessed(1, 62, 9, 0.2, 10),  # the fastest and smallest, but its estimate misses 63
+        _assessed(2, 66, 5, 1.1, 41),
+        _assessed(3, 67, 5, 0.6, 20),
+    ]
+    limits = tier_constraints(Constraints())
+
+    def picked(count: int) -> set[int]:
+        return {a.trial for a in finalists(plans, limits, 70.0, count=count, full=32)}  # type: ignore[misc]
+
+    assert picked(3) == {0, 2, 3}
+    assert picked(2) == {0, 3}  # the spanning choice among them: best and fastest/smallest
+    assert picked(4) == {0, 1, 2, 3}  # room left after them goes to the long shot
 
 
 def test_default_tier_floor_only_without_a_quality_limit() -> None:
