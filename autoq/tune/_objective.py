@@ -14,7 +14,7 @@ from autoq.tune._config import TuneConfig
 from autoq.tune._evaluate import Evaluator, Measured
 from autoq.tune._measure import EvalSet, TooSlowError
 from autoq.tune._optuna import CONSTRAINTS
-from autoq.tune._search import Search
+from autoq.tune._search import Search, worker_id
 from autoq.tune._space import build_space
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class Tuner(Search):
         for key, value in self.evaluator.reference_attrs(trial.study).items():
             trial.set_user_attr(key, value)
         self._constrain(trial, reference)
-        return reference.clip_score, reference.latency_s, reference.peak_memory_bytes / 2**20
+        return _values(reference)
 
     def measure_trial(self, trial: optuna.Trial, plan: PipelinePlan) -> tuple[float, float, float]:
         """Measure ``plan`` for ``trial`` and record its metrics, images and constraints."""
@@ -186,6 +186,8 @@ class Tuner(Search):
         metrics = measured.metrics
         for key, value in measured.attrs.items():  # evidence, metrics, images
             trial.set_user_attr(key, value)
+        if measured.baseline is not None:
+            self._add_baseline(trial.study, *measured.baseline)
         trial.set_user_attr(
             "timing",
             {"trial_s": time.perf_counter() - started, "generation_s": measured.generation_s},
@@ -200,7 +202,46 @@ class Tuner(Search):
             peak_mib=round(metrics.peak_memory_bytes / 2**20, 1),
             feasible=all(v <= 0 for v in violations),
         )
-        return metrics.clip_score, metrics.latency_s, metrics.peak_memory_bytes / 2**20
+        return _values(metrics)
+
+    def _add_baseline(self, study: optuna.Study, plan: PipelinePlan, measured: Measured) -> None:
+        """Add fp32 at a screened plan's steps and scheduler, measured as its paired
+        baseline, to the study as a trial of its own: a candidate for the tiers (on CPUs
+        fp32 is often the fastest precision) and evidence for the sampler, at no cost."""
+        import optuna
+
+        params = self.space.params(plan)
+        plan_json = plan.model_dump(mode="json")
+        trials = study.get_trials(deepcopy=False)
+        if params is None or any(t.user_attrs.get("plan") == plan_json for t in trials):
+            return  # outside the space, or a trial of the study has it already
+        reference = self.reference or self.ensure_reference(study)
+        violations = self.constraints.violations(measured.metrics, reference.clip_score)
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=self.space.distributions(),
+                values=_values(measured.metrics),
+                user_attrs={
+                    **measured.attrs,
+                    "plan": plan_json,
+                    "worker": worker_id(),
+                    "outcome": "baseline",
+                },
+                constraints=dict(zip(CONSTRAINTS, violations, strict=True)),
+            )
+        )
+        log.info(
+            "baseline_added",
+            plan=plan.describe(),
+            clip=round(measured.metrics.clip_score, 2),
+            latency_s=round(measured.metrics.latency_s, 3),
+        )
+
+
+def _values(metrics: Metrics) -> tuple[float, float, float]:
+    """The study's objectives: CLIP score, latency s, peak memory MiB."""
+    return metrics.clip_score, metrics.latency_s, metrics.peak_memory_bytes / 2**20
 
 
 def _numel(shape: tuple[int, ...]) -> int:

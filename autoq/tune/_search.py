@@ -3,8 +3,9 @@
 A trial's plan is measured only if no other trial of the study has measured it, is
 measuring it, or failed on it; a repeat becomes a twin (the earlier result, copied), or a
 pruned trial when the plan is still running elsewhere. Only measurements count towards
-the budget: twins, plans taken by another worker, plans pruned on their estimated weights
-and interrupted trials do not. `Tuner` measures real pipelines; the sampler benchmark
+the budget: twins, fp32 baselines (measured anyway to pair a plan with, and added as
+trials of their own), plans taken by another worker, plans pruned on their estimated
+weights and interrupted trials do not. `Tuner` measures real pipelines; the sampler benchmark
 replays a measured grid through the same control flow.
 """
 
@@ -59,8 +60,9 @@ def worker_id() -> str:
 
 
 def outcome(trial: FrozenTrial) -> str:
-    """What happened to a trial: measured, twin, taken, over_budget, too_slow, error,
-    interrupted, stale, or running/waiting while it is not finished."""
+    """What happened to a trial: measured, twin, baseline (fp32 measured as another
+    plan's paired baseline), taken, over_budget, too_slow, error, interrupted, stale, or
+    running/waiting while it is not finished."""
     from optuna.trial import TrialState
 
     recorded = trial.user_attrs.get("outcome")
@@ -94,7 +96,7 @@ def _same_plan(
         if other.number == number or other.user_attrs.get("plan") != plan:
             continue
         kind = outcome(other)
-        if kind in ("measured", "twin") and other.values is not None:
+        if kind in ("measured", "twin", "baseline") and other.values is not None:
             return other
         if kind in ("running", "error", "too_slow") and blocker is None:
             blocker = other

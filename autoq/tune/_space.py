@@ -101,6 +101,38 @@ class SearchSpace:
         grid["scheduler"] = list(self.schedulers)
         return grid
 
+    def params(self, plan: PipelinePlan) -> dict[str, Any] | None:
+        """The trial parameters that draw ``plan`` (`suggest`'s inverse), or ``None`` when
+        the space does not hold it."""
+        if set(plan.precisions) != set(self.precisions):
+            return None
+        out: dict[str, Any] = {}
+        for component, options in self.precisions.items():
+            precision = plan.precisions[component]
+            if precision not in options:
+                return None
+            out[f"{component}.precision"] = precision
+            if self.protect:
+                out[f"{component}.protect"] = component in plan.protect
+        if plan.steps not in self.step_values() or plan.scheduler not in self.schedulers:
+            return None
+        return {**out, "steps": plan.steps, "scheduler": plan.scheduler}
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The distributions `suggest` draws from, by parameter name (to add a trial
+        measured outside the sampler's loop)."""
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        out: dict[str, optuna.distributions.BaseDistribution] = {}
+        for component, options in self.precisions.items():
+            out[f"{component}.precision"] = CategoricalDistribution(options)
+            if self.protect:
+                out[f"{component}.protect"] = CategoricalDistribution([False, True])
+        low, high = self.steps
+        out["steps"] = IntDistribution(low, high, step=self.step_size)
+        out["scheduler"] = CategoricalDistribution(self.schedulers)
+        return out
+
     def reference(self) -> PipelinePlan:
         """The highest-precision plan: fp32 everywhere, the most steps, the model's scheduler."""
         precisions = dict.fromkeys(self.precisions, "fp32")
@@ -133,12 +165,10 @@ class SearchSpace:
         scheduler = "default" if "default" in self.schedulers else self.schedulers[0]
 
         def params(choice: Mapping[str, str], n_steps: int) -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for component in self.precisions:
-                out[f"{component}.precision"] = choice[component]
-                if self.protect:
-                    out[f"{component}.protect"] = False
-            return {**out, "steps": n_steps, "scheduler": scheduler}
+            plan = PipelinePlan(precisions=dict(choice), steps=n_steps, scheduler=scheduler)
+            drawn = self.params(plan)
+            assert drawn is not None  # every choice comes from the space's own options
+            return drawn
 
         plans = []
         if all("fp32" in o for o in self.precisions.values()):

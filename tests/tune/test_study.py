@@ -217,6 +217,32 @@ def test_space_size_counts_distinct_plans() -> None:
     assert SPACE.size() == 12
 
 
+def test_params_draw_back_the_plan_and_fit_the_distributions() -> None:
+    from optuna.trial import FixedTrial, create_trial
+
+    protected = SearchSpace(
+        precisions={"unet": ("fp32", "bnb_int8"), "vae": ("fp32", "bnb_nf4")},
+        steps=(2, 10),
+        step_size=4,
+        schedulers=("default", "euler"),
+    )
+    explore = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(30):
+        plan = protected.suggest(explore.ask())
+        params = protected.params(plan)
+        assert params is not None
+        assert protected.suggest(FixedTrial(params)) == plan
+        # What `study.add_trial` checks: every value lies in its distribution.
+        create_trial(params=params, distributions=protected.distributions(), values=[1.0])
+    outside = [
+        PipelinePlan(precisions={"unet": "bnb_nf4", "vae": "fp32"}, steps=2),  # not offered
+        PipelinePlan(precisions={"unet": "fp32", "vae": "fp32"}, steps=4),  # off the grid
+        PipelinePlan(precisions={"unet": "fp32", "vae": "fp32"}, steps=2, scheduler="ddim"),
+        PipelinePlan(precisions={"unet": "fp32"}, steps=2),
+    ]
+    assert [protected.params(p) for p in outside] == [None] * 4
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

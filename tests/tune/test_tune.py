@@ -173,3 +173,37 @@ def test_plans_far_over_the_latency_limit_stop_after_the_warm_up(tmp_path: Path)
 
 def _db(folder: Path) -> str:
     return f"sqlite:///{next(folder.glob('*.optuna.db'))}"
+
+
+@pytest.mark.slow
+def test_fp32_baselines_become_trials_that_do_not_count(tuned) -> None:
+    from autoq.tune._evaluate import assess
+    from autoq.tune._search import counted
+
+    result, _ = tuned
+    study = optuna.load_study(
+        study_name=result.profile.study.study_name, storage=_db(result.path.parent)
+    )
+    trials = study.trials
+    baselines = [t for t in trials if outcome(t) == "baseline"]
+    # Plans at step counts and schedulers new to the study brought fp32 there along...
+    assert baselines
+    assert counted(trials) == 8  # ...and it does not count towards --trials.
+    fp32_trials = {
+        (t.user_attrs["plan"]["steps"], t.user_attrs["plan"]["scheduler"])
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and set(t.user_attrs["plan"]["precisions"].values()) == {"fp32"}
+    }
+    generated = {
+        (int(key.split(":")[1]), key.split(":")[2])
+        for key in study.user_attrs
+        if key.startswith("fp32:")
+    }
+    assert generated == fp32_trials  # every fp32 run of the study is a plan of it
+    for trial in baselines:
+        assert trial.user_attrs["evidence"]["peak_bytes"] > 0  # measured like any plan
+        assert trial.values is not None and len(trial.values) == 3
+    numbers = {t.number for t in baselines}
+    assert numbers <= {a.trial.number for a in assess(study)}  # candidates for the tiers
+    assert numbers <= {p.number for p in result.profile.trials if p.state == "complete"}
