@@ -125,6 +125,9 @@ class Replay(Search):
         self.space = space
         self.reference_plan = space.reference()
         self.rows = rows
+        # fp32 runs so far, by (steps, scheduler): as in the tune, a plan at a new pair
+        # brings fp32 there along as a baseline trial (`add_baseline`).
+        self.fp32 = {(self.reference_plan.steps, self.reference_plan.scheduler)}
 
     def _values(self, trial: optuna.Trial, plan: PipelinePlan) -> tuple[float, ...]:
         row = self.rows[json.dumps(plan.model_dump(mode="json"), sort_keys=True)]
@@ -133,6 +136,18 @@ class Replay(Search):
         return tuple(row["values"])
 
     def measure_trial(self, trial: optuna.Trial, plan: PipelinePlan) -> tuple[float, ...]:
+        from autoq.tune._search import add_baseline
+
+        pair = (plan.steps, plan.scheduler)
+        if pair not in self.fp32 and set(plan.precisions.values()) != {"fp32"}:
+            fp32 = plan.model_copy(
+                update={"precisions": dict.fromkeys(plan.precisions, "fp32"), "protect": {}}
+            )
+            row = self.rows[json.dumps(fp32.model_dump(mode="json"), sort_keys=True)]
+            add_baseline(
+                trial.study, self.space, fp32, row["values"], row.get("constraints", {}), {}
+            )
+        self.fp32.add(pair)
         return self._values(trial, plan)
 
     def reference_twin(self, trial: optuna.Trial) -> tuple[float, ...]:

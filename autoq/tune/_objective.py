@@ -14,7 +14,7 @@ from autoq.tune._config import TuneConfig
 from autoq.tune._evaluate import Evaluator, Measured
 from autoq.tune._measure import EvalSet, TooSlowError
 from autoq.tune._optuna import CONSTRAINTS
-from autoq.tune._search import Search, worker_id
+from autoq.tune._search import Search, add_baseline
 from autoq.tune._space import build_space
 
 if TYPE_CHECKING:
@@ -205,38 +205,20 @@ class Tuner(Search):
         return _values(metrics)
 
     def _add_baseline(self, study: optuna.Study, plan: PipelinePlan, measured: Measured) -> None:
-        """Add fp32 at a screened plan's steps and scheduler, measured as its paired
-        baseline, to the study as a trial of its own: a candidate for the tiers (on CPUs
-        fp32 is often the fastest precision) and evidence for the sampler, at no cost."""
-        import optuna
-
-        params = self.space.params(plan)
-        plan_json = plan.model_dump(mode="json")
-        trials = study.get_trials(deepcopy=False)
-        if params is None or any(t.user_attrs.get("plan") == plan_json for t in trials):
-            return  # outside the space, or a trial of the study has it already
+        """fp32 at a screened plan's steps and scheduler, measured as its paired baseline,
+        joins the study as a trial (on CPUs fp32 is often the fastest precision)."""
         reference = self.reference or self.ensure_reference(study)
         violations = self.constraints.violations(measured.metrics, reference.clip_score)
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=params,
-                distributions=self.space.distributions(),
-                values=_values(measured.metrics),
-                user_attrs={
-                    **measured.attrs,
-                    "plan": plan_json,
-                    "worker": worker_id(),
-                    "outcome": "baseline",
-                },
-                constraints=dict(zip(CONSTRAINTS, violations, strict=True)),
+        constraints = dict(zip(CONSTRAINTS, violations, strict=True))
+        if add_baseline(
+            study, self.space, plan, _values(measured.metrics), constraints, measured.attrs
+        ):
+            log.info(
+                "baseline_added",
+                plan=plan.describe(),
+                clip=round(measured.metrics.clip_score, 2),
+                latency_s=round(measured.metrics.latency_s, 3),
             )
-        )
-        log.info(
-            "baseline_added",
-            plan=plan.describe(),
-            clip=round(measured.metrics.clip_score, 2),
-            latency_s=round(measured.metrics.latency_s, 3),
-        )
 
 
 def _values(metrics: Metrics) -> tuple[float, float, float]:

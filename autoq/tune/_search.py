@@ -28,6 +28,7 @@ __all__ = [
     "COUNTED",
     "Interrupted",
     "Search",
+    "add_baseline",
     "counted",
     "fail_orphans",
     "outcome",
@@ -168,6 +169,37 @@ class Search:
             trial.set_user_attr("interrupted", reason)
             trial.set_user_attr("outcome", "interrupted")
             raise
+
+
+def add_baseline(
+    study: optuna.Study,
+    space: SearchSpace,
+    plan: PipelinePlan,
+    values: Sequence[float],
+    constraints: dict[str, float],
+    attrs: dict[str, Any],
+) -> bool:
+    """Add ``plan``, fp32 measured as another plan's paired baseline, to ``study`` as a
+    trial of its own (outcome ``baseline``, not counted towards the budget): a candidate
+    for the tiers and evidence for the sampler, at no cost. Returns whether it was added:
+    not when the space does not hold it or a trial of the study has it already."""
+    import optuna
+
+    params = space.params(plan)
+    plan_json = plan.model_dump(mode="json")
+    trials = study.get_trials(deepcopy=False)
+    if params is None or any(t.user_attrs.get("plan") == plan_json for t in trials):
+        return False
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions=space.distributions(),
+            values=list(values),
+            user_attrs={**attrs, "plan": plan_json, "worker": worker_id(), "outcome": "baseline"},
+            constraints=constraints,
+        )
+    )
+    return True
 
 
 def _copy_twin(trial: optuna.Trial, source: FrozenTrial) -> tuple[float, ...]:

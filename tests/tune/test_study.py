@@ -217,6 +217,29 @@ def test_space_size_counts_distinct_plans() -> None:
     assert SPACE.size() == 12
 
 
+def test_a_baseline_trial_is_a_twin_source_and_never_counts() -> None:
+    from autoq.tune._search import add_baseline
+
+    s = study()
+    fp32 = PipelinePlan(precisions={"unet": "fp32", "vae": "fp32"}, steps=4)
+    assert add_baseline(s, SPACE, fp32, (40.0, 4.0, 64.0), {"memory": 0.0}, {"evidence": {}})
+    assert not add_baseline(s, SPACE, fp32, (40.0, 4.0, 64.0), {}, {})  # the study has it
+    off_grid = fp32.model_copy(update={"steps": 5})
+    assert not add_baseline(s, SPACE, off_grid, (40.0, 4.0, 64.0), {}, {})
+    (added,) = s.trials
+    assert (outcome(added), counted(s.trials), added.constraints) == (
+        "baseline",
+        0,
+        {"memory": 0.0},
+    )
+    # The sampler drawing that plan later gets the baseline's result: a twin, not counted.
+    s.enqueue_trial(SPACE.params(fp32))
+    fake = Fake()
+    run_search(s, fake, wanted=1, corners=False)
+    assert outcome(s.trials[1]) == "twin" and key(fp32) not in fake.measured
+    assert counted(s.trials) == 1
+
+
 def test_params_draw_back_the_plan_and_fit_the_distributions() -> None:
     from optuna.trial import FixedTrial, create_trial
 
