@@ -5,8 +5,8 @@ measuring it, or failed on it; a repeat becomes a twin (the earlier result, copi
 pruned trial when the plan is still running elsewhere. Only measurements count towards
 the budget: twins, fp32 baselines (measured anyway to pair a plan with, and added as
 trials of their own), plans taken by another worker, plans pruned on their estimated
-weights and interrupted trials do not. `Tuner` measures real pipelines; the sampler benchmark
-replays a measured grid through the same control flow.
+weights and interrupted trials do not. `Tuner` measures real pipelines; the sampler
+benchmark replays a measured grid through the same control flow.
 """
 
 from __future__ import annotations
