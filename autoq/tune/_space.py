@@ -91,15 +91,12 @@ class SearchSpace:
 
     def grid(self) -> dict[str, list[Any]]:
         """The same space as explicit lists, for Optuna's `GridSampler`."""
-        grid: dict[str, list[Any]] = {}
-        for component, options in self.precisions.items():
-            grid[f"{component}.precision"] = list(options)
-            if self.protect:
-                grid[f"{component}.protect"] = [False, True]
-        low, high = self.steps
-        grid["steps"] = list(range(low, high + 1, self.step_size))
-        grid["scheduler"] = list(self.schedulers)
-        return grid
+        from optuna.distributions import CategoricalDistribution
+
+        return {
+            name: list(d.choices) if isinstance(d, CategoricalDistribution) else self.step_values()
+            for name, d in self.distributions().items()
+        }
 
     def params(self, plan: PipelinePlan) -> dict[str, Any] | None:
         """The trial parameters that draw ``plan`` (`suggest`'s inverse), or ``None`` when

@@ -155,7 +155,7 @@ def test_default_sampler_alternates_gp_and_grouped_multivariate_tpe() -> None:
     assert tpe._multivariate and tpe._group
 
 
-@pytest.mark.parametrize("name", ["tpe", "gp", "gp-tpe"])
+@pytest.mark.parametrize("name", ["tpe", "gp", "gp-tpe", "grid"])
 def test_samplers_settle_a_small_space_without_stalling(name: str) -> None:
     # Repeats are free twins; a sampler that kept proposing settled plans would stall.
     s, fake = study(name=name), Fake()
