@@ -22,11 +22,15 @@ demo: $(STAMP)
 	$(BIN)/autoq backends
 	$(BIN)/autoq tune --profiles-dir profiles
 
+# One worker per physical core (at most 4), one torch thread each: the tests are mostly
+# Python-bound tiny models, and two 2-thread processes on 2 cores run 10-20x slower.
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --maxprocesses 4
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check autoq tests benchmarks examples

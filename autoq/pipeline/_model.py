@@ -232,6 +232,15 @@ def load_pipeline(folder: Path) -> DiffusionPipeline:
         ) from None
 
 
+def find_sources(model: str | None, scorer: str | None) -> tuple[Path, Path | None]:
+    """The folders of ``model`` and ``scorer``, found without importing diffusers.
+
+    Raises:
+        ModelNotFoundError: Either is neither a folder nor a cached hub id.
+    """
+    return pipeline_folder(model), None if scorer is None else _local_folder(scorer)
+
+
 def load_model(model: str | None, scorer: str | None) -> LoadedModel:
     """Load the pipeline to tune (offline) and the CLIP scorer that judges it.
 
@@ -243,15 +252,15 @@ def load_model(model: str | None, scorer: str | None) -> LoadedModel:
     from autoq.quality import ClipScorer
 
     identity = identity_of(model)
-    folder = pipeline_folder(model)
+    folder, scorer_folder = find_sources(model, scorer)
     if model is None or model.startswith(ZOO_PREFIX):
         name = "shapes" if model is None else model.removeprefix(ZOO_PREFIX)
         prompts, guidance = zoo.prompts(name), 5.0
         default_scorer: ClipScorer | None = zoo.scorer(name)
     else:
         prompts, guidance, default_scorer = None, 7.5, None
-    if scorer is not None:
-        default_scorer = ClipScorer.from_pretrained(_local_folder(scorer))
+    if scorer_folder is not None:
+        default_scorer = ClipScorer.from_pretrained(scorer_folder)
     if default_scorer is None:
         raise ConfigError(
             f"Model {model!r} has no default CLIP scorer; pass --scorer with a CLIPModel "

@@ -163,8 +163,9 @@ def tune(
     from autoq.backends import cache_dir
     from autoq.backends._quiet import silence_libraries
     from autoq.device import fingerprint, resolve_device
-    from autoq.pipeline import load_model
+    from autoq.pipeline import find_sources, load_model
 
+    find_sources(config.model, config.scorer)  # a wrong path: one line before ~10 s of imports
     silence_libraries()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     device = resolve_device(config.device)

@@ -48,6 +48,8 @@ def autoq(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
         (["--precisions", "fp32,int3"], "Unknown precision 'int3'"),
         (["--sampler", "annealing"], "sampler"),
         (["--model", "/no/such/pipeline"], "/no/such/pipeline"),
+        (["--scorer", "/no/such/clip"], "/no/such/clip"),
+        (["--model", "nobody/uncached-model"], "hf download nobody/uncached-model"),
         (["--prompts", "/no/such/prompts.txt"], "Cannot read prompts file"),
         (["--min-clip-score", "20", "--max-clip-drop", "5"], "not both"),
         (["--steps", "9:3"], "steps"),
