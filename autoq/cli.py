@@ -130,7 +130,12 @@ def tune(
         None, help="Largest CLIP-score drop vs the fp32 reference, in percent."
     ),
     trials: int = typer.Option(30, help="Trials in the study (a re-run resumes up to this)."),
-    timeout: float | None = typer.Option(None, help="Stop starting trials after SECONDS."),
+    timeout: float | None = typer.Option(
+        None,
+        help="Time budget of the whole tune, SECONDS: the search gets half of it, racing and "
+        "step curves the rest; what does not fit is left out (the profile says what) and a "
+        "re-run finishes it.",
+    ),
     sampler: str = typer.Option(
         "gp-tpe",
         help="gp-tpe (a Gaussian process and grouped multivariate TPE in turn), tpe, gp, "

@@ -241,6 +241,11 @@ class StudyInfo(BaseModel):
     trials_completed: int
     trials_failed: int
     trials_pruned: int
+    timeout_s: float | None = None
+    """The tune's time budget (``--timeout``), if it had one."""
+    left_out: list[str] = Field(default_factory=list)
+    """What the time budget left out (trials, racing, deep set, step curves); a rerun of
+    the same study finishes it."""
 
 
 class Profile(BaseModel):
@@ -324,6 +329,12 @@ class Profile(BaseModel):
         if self.tiers and self.tiers[0].metrics.clip_ci is not None:
             ties = ", ".join(f"{a} ~ {b}" for a, b in self.ties())
             lines.append(f"ties (quality difference not significant, not ranked): {ties or 'none'}")
+        if self.study.left_out:
+            lines.append(
+                f"time budget ({self.study.timeout_s:g} s) left out: "
+                f"{'; '.join(self.study.left_out)}; re-run the tune with more time to finish "
+                "(the study resumes)"
+            )
         if self.conditions is not None and self.conditions.busy:
             c = self.conditions
             load = "?" if c.load_avg_1m is None else f"{c.load_avg_1m:.1f}"

@@ -16,7 +16,7 @@ from typing import Any
 
 from autoq._files import atomic_write_text
 from autoq.errors import ConfigError
-from autoq.profile._model import Profile, Tier
+from autoq.profile._model import Profile, StudyInfo, Tier
 
 __all__ = [
     "MAX_SAMPLE_BYTES",
@@ -186,6 +186,15 @@ def unmeasured_trials(profile: Profile) -> list[list[str]]:
     ]
 
 
+def _left_out(study: StudyInfo) -> str:
+    if not study.left_out:
+        return ""
+    return (
+        f" <strong>The time budget ({_e(f'{study.timeout_s:g}')} s) left out: "
+        f"{_e('; '.join(study.left_out))}</strong>; a rerun of the tune finishes it."
+    )
+
+
 def conditions_text(profile: Profile) -> str:
     """How busy the machine was during the tune, in one sentence."""
     c = profile.conditions
@@ -253,7 +262,7 @@ study <code>{_e(study.study_name)}</code>
 ({_e(study.sampler)}, {_e(study.trials_completed)} completed,
 {_e(study.trials_failed)} failed, {_e(study.trials_pruned)} pruned).
 Constraints: {_e(constraints)}.
-Machine during the tune: {_e(conditions_text(profile))}.</p>
+Machine during the tune: {_e(conditions_text(profile))}.{_left_out(study)}</p>
 <h2>Pareto front</h2>
 <p>Blue: feasible trials; grey: infeasible; red rings: the profile's tiers.</p>
 {_scatter(profile, "peak_memory_bytes", "peak memory (MiB)", 2**20)}

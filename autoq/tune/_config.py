@@ -54,6 +54,7 @@ class TuneConfig(BaseModel):
     max_clip_drop_pct: float | None = Field(default=None, ge=0, lt=100)
     trials: int = Field(default=30, ge=1)
     timeout_s: float | None = Field(default=None, gt=0)
+    """Time budget of the whole tune (search, racing, deep set, step curves)."""
     sampler: Sampler = "gp-tpe"
     storage: str | None = None
     study_name: str | None = None

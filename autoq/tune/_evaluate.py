@@ -10,7 +10,9 @@ Images are spent where they decide something: every trial is screened on the fir
 `EvalSet.screen` images; after the search, the plans that could still be on the feasible
 front (not surely dominated, not surely below the quality floor) are extended to the full
 set (one racing round), and only then are tiers chosen. Each chosen tier is then measured
-at about half its steps for the runtime's step dial.
+at about half its steps for the runtime's step dial. Under a time budget (`Deadline`)
+these phases run in that order of importance and stop where the budget ends; a rerun
+finishes them.
 
 Everything lives in the study (user attributes) and the work folder, so a resumed tune
 reuses it and `export_profile` rebuilds the same tiers without measuring.
@@ -21,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TIER_DROP_PCT",
     "Assessed",
+    "Deadline",
     "Evaluator",
     "assess",
     "borderline_corners",
@@ -334,6 +338,31 @@ def tune_conditions(attrs: dict[str, Any]) -> TuneConditions | None:
 
 
 @dataclass
+class Deadline:
+    """When the whole tune must be done (``at``: a `time.monotonic` time; ``None``: no
+    time budget) and what it left out to keep to that."""
+
+    at: float | None = None
+    cuts: list[str] = field(default_factory=list)
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        return cls(None if seconds is None else time.monotonic() + seconds)
+
+    def left(self) -> float | None:
+        """Seconds until the deadline (negative once passed); ``None`` without one."""
+        return None if self.at is None else self.at - time.monotonic()
+
+    def passed(self) -> bool:
+        left = self.left()
+        return left is not None and left <= 0
+
+    def cut(self, what: str) -> None:
+        log.warning("time_budget_cut", left_out=what)
+        self.cuts.append(what)
+
+
+@dataclass
 class Measured:
     """A screened plan: its metrics, what to record on the trial, generation seconds."""
 
@@ -547,8 +576,9 @@ class Evaluator:
         new = {"scores": run.scores, "seconds": run.seconds, "psnr": run.psnr, "ssim": run.ssim}
         study.set_user_attr(key, {k: list(extension.get(k, [])) + v for k, v in new.items()})
 
-    def race(self, study: optuna.Study, tiers: int) -> None:
-        """Extend the plans that could still make a tier to the full evaluation set."""
+    def race(self, study: optuna.Study, tiers: int, deadline: Deadline) -> None:
+        """Extend the plans that could still make a tier to the full evaluation set, the
+        likeliest first, while ``deadline`` allows."""
         attrs = study.user_attrs
         constraints = tier_constraints(Constraints.model_validate(attrs["constraints"]))
         reference_clip = _reference_clip(attrs)
@@ -556,12 +586,19 @@ class Evaluator:
             assess(study), constraints, reference_clip, RACE_FACTOR * tiers, self.evalset.full
         )
         log.info("race_start", plans=len(chosen), images=self.evalset.full)
-        for assessed in chosen:
+        for done, assessed in enumerate(chosen):
+            if deadline.passed():
+                deadline.cut(
+                    f"racing: {len(chosen) - done} of {len(chosen)} plans not raced to "
+                    f"{self.evalset.full} images"
+                )
+                return  # not "raced": tiers may come from screened plans, a rerun races on
             self.extend(study, assessed)
         study.set_user_attr("raced", True)
 
-    def deepen(self, study: optuna.Study) -> None:
-        """Measure the plans of `borderline_corners` (and the reference) on the deep set."""
+    def deepen(self, study: optuna.Study, deadline: Deadline) -> None:
+        """Measure the plans of `borderline_corners` (and the reference) on the deep set,
+        while ``deadline`` allows."""
         attrs = study.user_attrs
         picks = borderline_corners(
             assess(study),
@@ -572,8 +609,14 @@ class Evaluator:
         if not picks:
             return
         log.info("deepen_start", plans=len(picks), images=self.evalset.size)
+        if deadline.passed():
+            deadline.cut(f"deep set: {len(picks)} borderline plans not measured")
+            return
         self.deepen_reference(study)
-        for assessed in picks:  # extending needs their evidence, not their metrics
+        for done, assessed in enumerate(picks):  # extending needs their evidence
+            if deadline.passed():
+                deadline.cut(f"deep set: {len(picks) - done} of {len(picks)} plans not measured")
+                return
             self.extend(study, assessed, to=self.evalset.size)
 
     def deepen_reference(self, study: optuna.Study) -> None:
@@ -591,15 +634,20 @@ class Evaluator:
             "reference", {**stored, "evidence": evidence, "metrics": metrics.model_dump()}
         )
 
-    def finish(self, study: optuna.Study, tiers: int) -> None:
+    def finish(self, study: optuna.Study, tiers: int, deadline: Deadline | None = None) -> None:
         """After the search: race the front to the full set, take the borderline corners
-        to the deep set, choose the tiers, measure their step curves. Writing the profile
-        afterwards chooses the same tiers."""
-        self.race(study, tiers)
-        self.deepen(study)
+        to the deep set, choose the tiers, measure their step curves; each step only
+        while ``deadline`` allows. Writing the profile afterwards chooses the same tiers."""
+        deadline = deadline or Deadline()
+        self.race(study, tiers, deadline)
+        self.deepen(study, deadline)
         choice = choose(study, tiers)
         log.info("steps_curves_start", tiers=len(choice.tiers))
-        for chosen in choice.tiers:
+        for done, chosen in enumerate(choice.tiers):
+            if deadline.passed():
+                missing = len(choice.tiers) - done
+                deadline.cut(f"step curves: {missing} of {len(choice.tiers)} tiers not measured")
+                return
             self.steps_curve(study, chosen, choice.constraints)
 
     def steps_curve(

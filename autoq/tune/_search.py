@@ -283,10 +283,14 @@ def run_search(
     on_trial: Callable[[optuna.Study], None] | None = None,
     corners: bool = True,
     gc_after_trial: bool = True,
-) -> None:
+) -> str:
     """Run trials until ``wanted`` trials of the study (all workers) spent a measurement,
     the space is exhausted, or ``timeout_s`` passes. With ``corners``, the space's corner
-    plans are enqueued first."""
+    plans are enqueued first.
+
+    Returns:
+        Why it stopped: ``"done"``, ``"exhausted"``, ``"stalled"`` or ``"timeout"``.
+    """
     import warnings
 
     import optuna
@@ -298,6 +302,7 @@ def run_search(
             study.enqueue_trial(params, skip_if_exists=True)
     size = search.space.size()
     idle = {"n": 0}
+    why = {"stopped": "timeout"}  # what optimize returning without a study.stop() means
 
     def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
@@ -311,18 +316,20 @@ def run_search(
         if on_trial is not None:
             on_trial(study)
         if counted(trials) >= wanted:
-            study.stop()
+            why["stopped"] = "done"
         elif len(settled) >= size:
             log.info("search_exhausted", plans=size)
-            study.stop()
+            why["stopped"] = "exhausted"
         elif idle["n"] >= STALL_LIMIT:
             log.warning("search_stalled", repeats=idle["n"], measured=counted(trials))
-            study.stop()
+            why["stopped"] = "stalled"
         else:
             fail_orphans(study)
+            return
+        study.stop()
 
     if counted(study.get_trials(deepcopy=False)) >= wanted:
-        return
+        return "done"
     study.optimize(
         search.objective,
         timeout=timeout_s,
@@ -330,3 +337,4 @@ def run_search(
         callbacks=[stop_when_done],
         gc_after_trial=gc_after_trial,
     )
+    return why["stopped"]

@@ -11,6 +11,7 @@ from autoq._logging import get_logger
 from autoq.errors import ConfigError
 from autoq.profile import ModelIdentity
 from autoq.tune._config import TuneConfig
+from autoq.tune._evaluate import Deadline
 from autoq.tune._measure import EVAL_PROTOCOL
 from autoq.tune._objective import Tuner
 from autoq.tune._optuna import DIRECTIONS, open_storage, redact, sampler, storage_url
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 __all__ = ["tune"]
 
 log = get_logger("autoq.tune")
+
+SEARCH_SHARE = 0.5
+"""Under a time budget, the search may spend this share of what the reference left; the
+rest is for racing, the deep set and the step curves (at the default settings they took
+1.5-2x the search's time)."""
 
 
 def _study_context(tuner: Tuner) -> dict[str, Any]:
@@ -160,6 +166,8 @@ def tune(
     """
     import optuna
 
+    deadline = Deadline.after(config.timeout_s)  # from the start: the user's clock
+
     from autoq.backends import cache_dir
     from autoq.backends._quiet import silence_libraries
     from autoq.device import fingerprint, resolve_device
@@ -226,10 +234,19 @@ def tune(
                 schedulers=list(tuner.space.schedulers),
             )
             report(study)
-            run_search(study, tuner, wanted=config.trials, timeout_s=config.timeout_s,
-                       on_trial=report)  # fmt: skip
+            left = deadline.left()
+            search_s = None if left is None else max(0.0, left * SEARCH_SHARE)
+            if search_s is not None and not counted(study.get_trials(deepcopy=False)):
+                # A profile needs one measured plan, however little time the budget left.
+                run_search(study, tuner, wanted=1, on_trial=report)
+            stopped = run_search(
+                study, tuner, wanted=config.trials, timeout_s=search_s, on_trial=report
+            )
+            if stopped == "timeout":
+                done = counted(study.get_trials(deepcopy=False))
+                deadline.cut(f"search: {done} of {config.trials} trials measured")
             # After the search: race the front to the full set, then the tiers' step curves.
-            tuner.evaluator.finish(study, config.tiers)
+            tuner.evaluator.finish(study, config.tiers, deadline)
         except KeyboardInterrupt as stop:
             stopped_by = stop.signal_name if isinstance(stop, Interrupted) else "SIGINT"
             fail_orphans(study, include_self=True)  # a trial the signal left RUNNING
@@ -238,6 +255,7 @@ def tune(
                 signal=stopped_by,
                 done=counted(study.get_trials(deepcopy=False)),
             )
+        study.set_user_attr("time_budget", {"seconds": config.timeout_s, "cuts": deadline.cuts})
         try:
             path, profile = write_study_profile(
                 study, storage, tuner.workdir, config.profiles_dir / f"{stem}.json"

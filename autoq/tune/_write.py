@@ -145,6 +145,8 @@ def write_study_profile(
             trials_completed=sum(1 for t in trials if t.state == TrialState.COMPLETE),
             trials_failed=sum(1 for t in trials if t.state == TrialState.FAIL),
             trials_pruned=sum(1 for t in trials if t.state == TrialState.PRUNED),
+            timeout_s=attrs.get("time_budget", {}).get("seconds"),
+            left_out=attrs.get("time_budget", {}).get("cuts", []),
         ),
         trials=trial_points(study, choice.feasible),
         conditions=conditions,

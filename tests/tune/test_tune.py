@@ -150,6 +150,29 @@ def test_a_trial_that_raises_does_not_stop_the_study(tmp_path: Path, monkeypatch
     assert [outcome(t) for t in trials].count("measured") == 2  # the failure counted as one
 
 
+@pytest.mark.slow
+def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: Path) -> None:
+    config = fast_config(tmp_path, trials=3, precisions=("fp32", "ao_int8wo"), timeout_s=0.01)
+    cut = tune(config)  # the budget is gone after the reference: one trial, then the tiers
+    left_out = cut.profile.study.left_out
+    assert cut.profile.study.timeout_s == 0.01
+    assert left_out[0] == "search: 1 of 3 trials measured"
+    assert left_out[-1].startswith("step curves: ")  # the last phase, after the tiers
+    assert all(len(t.steps_curve) == 1 for t in cut.profile.tiers)  # their own steps only
+    note = next(line for line in cut.profile.notes() if line.startswith("time budget"))
+    assert "re-run" in note and left_out[0] in note
+    assert read_profile(cut.path) == cut.profile  # what was left out is on disk too
+    page = write_report(cut.profile, cut.path, tmp_path / "r.html").read_text()
+    assert "left out: search: 1 of 3 trials measured" in page
+
+    done = tune(config.model_copy(update={"timeout_s": None}))  # the same study, no budget
+    assert done.profile.study.left_out == [] and done.profile.study.timeout_s is None
+    assert not any(line.startswith("time budget") for line in done.profile.notes())
+    study = optuna.load_study(study_name=done.profile.study.study_name, storage=_db(tmp_path))
+    assert sum(outcome(t) == "measured" for t in study.trials) == 3
+    assert all(len(t.steps_curve) >= 2 for t in done.profile.tiers)
+
+
 def test_impossible_constraints_say_what_to_relax(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="relax"):
         tune(fast_config(tmp_path, trials=1, precisions=("fp32",), max_latency_s=1e-6))
