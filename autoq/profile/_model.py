@@ -330,8 +330,9 @@ class Profile(BaseModel):
             ties = ", ".join(f"{a} ~ {b}" for a, b in self.ties())
             lines.append(f"ties (quality difference not significant, not ranked): {ties or 'none'}")
         if self.study.left_out:
+            seconds = self.study.timeout_s
             lines.append(
-                f"time budget ({self.study.timeout_s:g} s) left out: "
+                f"time budget ({'-' if seconds is None else f'{seconds:g}'} s) left out: "
                 f"{'; '.join(self.study.left_out)}; re-run the tune with more time to finish "
                 "(the study resumes)"
             )

@@ -190,7 +190,7 @@ def _left_out(study: StudyInfo) -> str:
     if not study.left_out:
         return ""
     return (
-        f" <strong>The time budget ({_e(f'{study.timeout_s:g}')} s) left out: "
+        f" <strong>The time budget ({_e(study.timeout_s)} s) left out: "
         f"{_e('; '.join(study.left_out))}</strong>; a rerun of the tune finishes it."
     )
 

@@ -311,9 +311,9 @@ def choose(study: optuna.Study, k: int) -> Choice:
         floored, limits = ok, constraints
     floor = limits.effective_min_clip(reference_clip)
     full = evalset_of(attrs).full
-    raced = [a for a in floored if a.metrics.n_images >= full]
-    # Tiers come from raced plans once racing ran; an interrupted tune uses what it has.
-    pool = raced if attrs.get("raced") and raced else floored
+    # Tiers come from plans raced to the full set whenever there are any (a race the time
+    # budget or a signal cut short included); before racing, from the screened plans.
+    pool = [a for a in floored if a.metrics.n_images >= full] or floored
     tiers = select_tiers([(a, a.metrics) for a in pool], k) if pool else []
     return Choice(tiers, limits, floor, {a.trial.number for a in ok})
 
@@ -592,9 +592,8 @@ class Evaluator:
                     f"racing: {len(chosen) - done} of {len(chosen)} plans not raced to "
                     f"{self.evalset.full} images"
                 )
-                return  # not "raced": tiers may come from screened plans, a rerun races on
+                return
             self.extend(study, assessed)
-        study.set_user_attr("raced", True)
 
     def deepen(self, study: optuna.Study, deadline: Deadline) -> None:
         """Measure the plans of `borderline_corners` (and the reference) on the deep set,
@@ -610,7 +609,7 @@ class Evaluator:
             return
         log.info("deepen_start", plans=len(picks), images=self.evalset.size)
         if deadline.passed():
-            deadline.cut(f"deep set: {len(picks)} borderline plans not measured")
+            deadline.cut(f"deep set: {len(picks)} borderline plan(s) not measured")
             return
         self.deepen_reference(study)
         for done, assessed in enumerate(picks):  # extending needs their evidence

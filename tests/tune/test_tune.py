@@ -173,6 +173,27 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
     assert all(len(t.steps_curve) >= 2 for t in done.profile.tiers)
 
 
+@pytest.mark.slow
+def test_a_race_cut_short_takes_the_tiers_from_the_raced_plans(tmp_path: Path, monkeypatch) -> None:
+    from autoq.tune import _evaluate
+
+    checks = {"n": 0}
+
+    def passed(self) -> bool:  # the budget lasts for one racing extension
+        checks["n"] += 1
+        return checks["n"] > 1
+
+    monkeypatch.setattr(_evaluate.Deadline, "passed", passed)
+    config = fast_config(
+        tmp_path, trials=4, max_clip_drop_pct=40, precisions=("fp32", "ao_int8wo", "bnb_nf4")
+    )
+    result = tune(config.model_copy(update={"timeout_s": 3600.0}))
+    assert result.profile.study.left_out[0].startswith("racing: ")
+    screened = [p for p in result.profile.trials if p.scores and len(p.scores) < 4]
+    assert screened  # plans left on their screening images...
+    assert all(t.metrics.n_images >= 4 for t in result.profile.tiers)  # ...are not tiers
+
+
 def test_impossible_constraints_say_what_to_relax(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="relax"):
         tune(fast_config(tmp_path, trials=1, precisions=("fp32",), max_latency_s=1e-6))
