@@ -24,10 +24,10 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from autoq._logging import get_logger
 from autoq.pipeline import PipelinePlan
@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 log = get_logger("autoq.tune")
+
+T = TypeVar("T")
 
 DEFAULT_TIER_DROP_PCT = 10.0
 """Without a quality limit, tiers keep CLIP within this many percent of the reference
@@ -353,9 +355,22 @@ class Deadline:
         """Seconds until the deadline (negative once passed); ``None`` without one."""
         return None if self.at is None else self.at - time.monotonic()
 
-    def passed(self) -> bool:
+    def allows(self, seconds: float = 0.0) -> bool:
+        """Whether work expected to take ``seconds`` ends before the deadline."""
         left = self.left()
-        return left is not None and left <= 0
+        return left is None or left > seconds
+
+    def each(self, items: Sequence[T], left_out: Callable[[int], str]) -> Iterator[T]:
+        """``items`` one at a time while the next one is expected to end in time (as long
+        as the mean of those before it took); ``left_out(remaining)`` says what was not."""
+        took: list[float] = []
+        for done, item in enumerate(items):
+            if not self.allows(sum(took) / len(took) if took else 0.0):
+                self.cut(left_out(len(items) - done))
+                return
+            start = time.monotonic()
+            yield item
+            took.append(time.monotonic() - start)
 
     def cut(self, what: str) -> None:
         log.warning("time_budget_cut", left_out=what)
@@ -586,13 +601,10 @@ class Evaluator:
             assess(study), constraints, reference_clip, RACE_FACTOR * tiers, self.evalset.full
         )
         log.info("race_start", plans=len(chosen), images=self.evalset.full)
-        for done, assessed in enumerate(chosen):
-            if deadline.passed():
-                deadline.cut(
-                    f"racing: {len(chosen) - done} of {len(chosen)} plans not raced to "
-                    f"{self.evalset.full} images"
-                )
-                return
+        full = self.evalset.full
+        for assessed in deadline.each(
+            chosen, lambda n: f"racing: {n} of {len(chosen)} plans not raced to {full} images"
+        ):
             self.extend(study, assessed)
 
     def deepen(self, study: optuna.Study, deadline: Deadline) -> None:
@@ -608,15 +620,15 @@ class Evaluator:
         if not picks:
             return
         log.info("deepen_start", plans=len(picks), images=self.evalset.size)
-        if deadline.passed():
-            deadline.cut(f"deep set: {len(picks)} borderline plan(s) not measured")
-            return
-        self.deepen_reference(study)
-        for done, assessed in enumerate(picks):  # extending needs their evidence
-            if deadline.passed():
-                deadline.cut(f"deep set: {len(picks) - done} of {len(picks)} plans not measured")
-                return
-            self.extend(study, assessed, to=self.evalset.size)
+        # The reference first: the plans' verdicts on the floor are paired with it.
+        steps = [None, *picks]
+        for assessed in deadline.each(
+            steps, lambda n: f"deep set: {min(n, len(picks))} of {len(picks)} plan(s) not measured"
+        ):
+            if assessed is None:
+                self.deepen_reference(study)
+            else:  # extending needs their evidence, not their metrics
+                self.extend(study, assessed, to=self.evalset.size)
 
     def deepen_reference(self, study: optuna.Study) -> None:
         """The reference's scores on the deep set (fp32 at its steps: the same images)."""
@@ -642,11 +654,10 @@ class Evaluator:
         self.deepen(study, deadline)
         choice = choose(study, tiers)
         log.info("steps_curves_start", tiers=len(choice.tiers))
-        for done, chosen in enumerate(choice.tiers):
-            if deadline.passed():
-                missing = len(choice.tiers) - done
-                deadline.cut(f"step curves: {missing} of {len(choice.tiers)} tiers not measured")
-                return
+        count = len(choice.tiers)
+        for chosen in deadline.each(
+            choice.tiers, lambda n: f"step curves: {n} of {count} tiers not measured"
+        ):
             self.steps_curve(study, chosen, choice.constraints)
 
     def steps_curve(

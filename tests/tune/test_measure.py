@@ -270,3 +270,19 @@ def test_borderline_plans_that_would_widen_the_span_go_to_the_deep_set() -> None
     picks = borderline_corners(plans, Constraints(), 70.0, full=6)
     assert [a.trial for a in picks] == [1, 3]
     assert borderline_corners([small, fast], Constraints(), 70.0, full=6) == []  # no anchor
+
+
+def test_a_deadline_starts_no_work_that_would_not_end_in_time(monkeypatch) -> None:
+    from autoq.tune import _evaluate
+
+    clock = {"now": 100.0}
+    monkeypatch.setattr(_evaluate.time, "monotonic", lambda: clock["now"])
+    deadline = _evaluate.Deadline.after(10.0)
+    done = []
+    for item in deadline.each(["a", "b", "c", "d"], lambda n: f"{n} of 4 left out"):
+        clock["now"] += 4.0  # every item takes 4 s
+        done.append(item)
+    assert done == ["a", "b"]  # at 8 s a third would end at 12 s, past the budget
+    assert deadline.cuts == ["2 of 4 left out"]
+    unbounded = _evaluate.Deadline()
+    assert list(unbounded.each(["a", "b"], str)) == ["a", "b"] and unbounded.cuts == []
