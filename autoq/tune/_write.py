@@ -151,7 +151,11 @@ def write_study_profile(
         trials=trial_points(study, choice.feasible),
         conditions=conditions,
     )
-    return write_profile(profile, path), profile
+    written = write_profile(profile, path)
+    for folder in (profile_dir / "tiers").glob("*"):  # an earlier run's tiers, now gone
+        if folder.is_dir() and folder.name not in names:
+            shutil.rmtree(folder)
+    return written, profile
 
 
 _STATES: dict[str, TrialStateName] = {

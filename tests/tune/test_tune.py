@@ -165,12 +165,16 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
     page = write_report(cut.profile, cut.path, tmp_path / "r.html").read_text()
     assert "left out: search: 1 of 3 trials measured" in page
 
+    (cut.path.with_suffix("") / "tiers" / "a-tier-of-an-earlier-run").mkdir()
+
     done = tune(config.model_copy(update={"timeout_s": None}))  # the same study, no budget
     assert done.profile.study.left_out == [] and done.profile.study.timeout_s is None
     assert not any(line.startswith("time budget") for line in done.profile.notes())
     study = optuna.load_study(study_name=done.profile.study.study_name, storage=_db(tmp_path))
     assert sum(outcome(t) == "measured" for t in study.trials) == 3
     assert all(len(t.steps_curve) >= 2 for t in done.profile.tiers)
+    samples = done.path.with_suffix("") / "tiers"  # only this profile's tiers keep samples
+    assert {f.name for f in samples.iterdir()} == {t.name for t in done.profile.tiers}
 
 
 @pytest.mark.slow
