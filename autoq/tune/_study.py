@@ -29,7 +29,7 @@ log = get_logger("autoq.tune")
 SEARCH_SHARE = 0.5
 """Under a time budget, the search may spend this share of what the reference left; the
 rest is for racing, the deep set and the step curves (at the default settings they took
-1.5-2x the search's time)."""
+1.4-2x the search's time)."""
 
 
 def _study_context(tuner: Tuner) -> dict[str, Any]:
@@ -166,13 +166,12 @@ def tune(
     """
     import optuna
 
-    deadline = Deadline.after(config.timeout_s)  # from the start: the user's clock
-
     from autoq.backends import cache_dir
     from autoq.backends._quiet import silence_libraries
     from autoq.device import fingerprint, resolve_device
     from autoq.pipeline import find_sources, load_model
 
+    deadline = Deadline.after(config.timeout_s)  # from the start: the libraries' import counts
     find_sources(config.model, config.scorer)  # a wrong path: one line before ~10 s of imports
     silence_libraries()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
