@@ -234,8 +234,11 @@ def tune(
             label = f"best feasible CLIP {best:.2f}"
         progress.update(task, completed=done, total=wanted, best=label)
 
+    def on_phase(phase: str, done: int, total: int) -> None:  # after the search
+        progress.update(task, completed=done, total=total, best=phase)
+
     try:
-        result = run_tune(config, on_trial=on_trial)
+        result = run_tune(config, on_trial=on_trial, on_phase=on_phase)
     except KeyboardInterrupt as stop:  # before any trial could make a profile
         progress.stop()
         err.print("interrupted before a profile could be written; re-run to resume.")

@@ -346,6 +346,8 @@ class Deadline:
 
     at: float | None = None
     cuts: list[str] = field(default_factory=list)
+    progress: Callable[[str, int, int], None] | None = None
+    """Told ``(phase, done, total)`` as `each` goes, for progress bars."""
 
     @classmethod
     def after(cls, seconds: float | None) -> Deadline:
@@ -360,17 +362,22 @@ class Deadline:
         left = self.left()
         return left is None or left > seconds
 
-    def each(self, items: Sequence[T], left_out: Callable[[int], str]) -> Iterator[T]:
-        """``items`` one at a time while the next one is expected to end in time (as long
-        as the mean of those before it took); ``left_out(remaining)`` says what was not."""
+    def each(self, phase: str, items: Sequence[T], left_out: Callable[[int], str]) -> Iterator[T]:
+        """``items`` of ``phase`` one at a time while the next one is expected to end in
+        time (as long as the mean of those before it took); ``left_out(remaining)`` says
+        what was not."""
         took: list[float] = []
         for done, item in enumerate(items):
+            if self.progress is not None:
+                self.progress(phase, done, len(items))
             if not self.allows(sum(took) / len(took) if took else 0.0):
                 self.cut(left_out(len(items) - done))
                 return
             start = time.monotonic()
             yield item
             took.append(time.monotonic() - start)
+        if self.progress is not None:
+            self.progress(phase, len(items), len(items))
 
     def cut(self, what: str) -> None:
         log.warning("time_budget_cut", left_out=what)
@@ -603,7 +610,9 @@ class Evaluator:
         log.info("race_start", plans=len(chosen), images=self.evalset.full)
         full = self.evalset.full
         for assessed in deadline.each(
-            chosen, lambda n: f"racing: {n} of {len(chosen)} plans not raced to {full} images"
+            "racing",
+            chosen,
+            lambda n: f"racing: {n} of {len(chosen)} plans not raced to {full} images",
         ):
             self.extend(study, assessed)
 
@@ -623,7 +632,9 @@ class Evaluator:
         # The reference first: the plans' verdicts on the floor are paired with it.
         steps = [None, *picks]
         for assessed in deadline.each(
-            steps, lambda n: f"deep set: {min(n, len(picks))} of {len(picks)} plan(s) not measured"
+            "deep set",
+            steps,
+            lambda n: f"deep set: {min(n, len(picks))} of {len(picks)} plan(s) not measured",
         ):
             if assessed is None:
                 self.deepen_reference(study)
@@ -656,7 +667,9 @@ class Evaluator:
         log.info("steps_curves_start", tiers=len(choice.tiers))
         count = len(choice.tiers)
         for chosen in deadline.each(
-            choice.tiers, lambda n: f"step curves: {n} of {count} tiers not measured"
+            "step curves",
+            choice.tiers,
+            lambda n: f"step curves: {n} of {count} tiers not measured",
         ):
             self.steps_curve(study, chosen, choice.constraints)
 

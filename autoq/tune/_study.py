@@ -145,6 +145,7 @@ def tune(
     config: TuneConfig,
     *,
     on_trial: Callable[[int, int, float | None], None] | None = None,
+    on_phase: Callable[[str, int, int], None] | None = None,
 ) -> TuneResult:
     """Search per-component precision, steps and scheduler; write a profile of tiers.
 
@@ -156,6 +157,8 @@ def tune(
     Args:
         config: What to tune and under which constraints.
         on_trial: Progress callback ``(trials counted, trials wanted, best feasible CLIP)``.
+        on_phase: Progress callback of the phases after the search: ``(phase, done,
+            total)``, phase ``"racing"``, ``"deep set"`` or ``"step curves"``.
 
     Returns:
         The profile's path and content.
@@ -172,6 +175,7 @@ def tune(
     from autoq.pipeline import find_sources, load_model
 
     deadline = Deadline.after(config.timeout_s)  # from the start: the libraries' import counts
+    deadline.progress = on_phase
     find_sources(config.model, config.scorer)  # a wrong path: one line before ~10 s of imports
     silence_libraries()
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -278,11 +278,15 @@ def test_a_deadline_starts_no_work_that_would_not_end_in_time(monkeypatch) -> No
     clock = {"now": 100.0}
     monkeypatch.setattr(_evaluate.time, "monotonic", lambda: clock["now"])
     deadline = _evaluate.Deadline.after(10.0)
+    told = []
+    deadline.progress = lambda *state: told.append(state)
     done = []
-    for item in deadline.each(["a", "b", "c", "d"], lambda n: f"{n} of 4 left out"):
+    for item in deadline.each("phase", ["a", "b", "c", "d"], lambda n: f"{n} of 4 left out"):
         clock["now"] += 4.0  # every item takes 4 s
         done.append(item)
     assert done == ["a", "b"]  # at 8 s a third would end at 12 s, past the budget
     assert deadline.cuts == ["2 of 4 left out"]
+    assert told == [("phase", 0, 4), ("phase", 1, 4), ("phase", 2, 4)]
     unbounded = _evaluate.Deadline()
-    assert list(unbounded.each(["a", "b"], str)) == ["a", "b"] and unbounded.cuts == []
+    assert list(unbounded.each("phase", ["a", "b"], str)) == ["a", "b"]
+    assert unbounded.cuts == []

@@ -167,7 +167,13 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
 
     (cut.path.with_suffix("") / "tiers" / "a-tier-of-an-earlier-run").mkdir()
 
-    done = tune(config.model_copy(update={"timeout_s": None}))  # the same study, no budget
+    phases: list[tuple[str, int, int]] = []
+    done = tune(  # the same study, no budget
+        config.model_copy(update={"timeout_s": None}), on_phase=lambda *p: phases.append(p)
+    )
+    racing = [(d, n) for phase, d, n in phases if phase == "racing"]
+    assert racing[-1][0] == racing[-1][1]  # the progress of each phase reaches its total
+    assert phases[-1] == ("step curves", len(done.profile.tiers), len(done.profile.tiers))
     assert done.profile.study.left_out == [] and done.profile.study.timeout_s is None
     assert not any(line.startswith("time budget") for line in done.profile.notes())
     study = optuna.load_study(study_name=done.profile.study.study_name, storage=_db(tmp_path))
