@@ -139,10 +139,8 @@ class Replay(Search):
         from autoq.tune._search import add_baseline
 
         pair = (plan.steps, plan.scheduler)
-        if pair not in self.fp32 and set(plan.precisions.values()) != {"fp32"}:
-            fp32 = plan.model_copy(
-                update={"precisions": dict.fromkeys(plan.precisions, "fp32"), "protect": {}}
-            )
+        if pair not in self.fp32 and not plan.is_fp32:
+            fp32 = plan.fp32()
             row = self.rows[json.dumps(fp32.model_dump(mode="json"), sort_keys=True)]
             add_baseline(
                 trial.study, self.space, fp32, row["values"], row.get("constraints", {}), {}

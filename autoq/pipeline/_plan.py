@@ -81,6 +81,17 @@ class PipelinePlan(BaseModel):
 
         return [p for group in self.protect.get(component, ()) for p in PROTECT_PRESETS[group]]
 
+    @property
+    def is_fp32(self) -> bool:
+        """Every component in fp32, none protected: a paired baseline."""
+        return all(p == "fp32" for p in self.precisions.values()) and not self.protect
+
+    def fp32(self) -> PipelinePlan:
+        """This plan's paired baseline: every component in fp32, same steps and scheduler."""
+        return self.model_copy(
+            update={"precisions": dict.fromkeys(self.precisions, "fp32"), "protect": {}}
+        )
+
     def describe(self) -> str:
         """A one-line summary, e.g. ``unet=bnb_nf4+protect vae=fp32, 20 steps ddim``."""
         parts = [

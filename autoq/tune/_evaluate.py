@@ -79,10 +79,6 @@ def _fp32_key(steps: int, scheduler: str) -> str:
     return f"fp32:{steps}:{scheduler}"
 
 
-def _is_fp32(plan: PipelinePlan) -> bool:
-    return all(p == "fp32" for p in plan.precisions.values()) and not plan.protect
-
-
 def evalset_of(attrs: dict[str, Any]) -> EvalSet:
     """The evaluation set a study measured on (its user attributes)."""
     prompts = tuple(attrs["prompts"])
@@ -144,7 +140,7 @@ def plan_metrics(attrs: dict[str, Any], plan: PipelinePlan, evidence: dict[str, 
     scores = evidence["scores"]
     stored = attrs.get(_fp32_key(plan.steps, plan.scheduler), {}).get("scores", [])
     fp32 = stored if len(stored) >= len(scores) else None
-    if fp32 is None and not _is_fp32(plan):
+    if fp32 is None and not plan.is_fp32:
         raise ValueError(f"No fp32 scores at {plan.steps} steps {plan.scheduler} in the study.")
     reference = attrs["reference"]
     is_reference = PipelinePlan.model_validate(reference["plan"]) == plan
@@ -554,12 +550,12 @@ class Evaluator:
         n = self.evalset.screen
         run = self._run(plan, 0, n, track_memory=True, give_up_after_s=give_up_after_s)
         baseline = None
-        if _is_fp32(plan):
+        if plan.is_fp32:
             run.psnr, run.ssim = [100.0] * n, [1.0] * n
             self._store_fp32(study, plan.steps, plan.scheduler, run, 0)
         else:
             if not study.user_attrs.get(_fp32_key(plan.steps, plan.scheduler)):
-                fp32 = self._fp32_plan(plan.steps, plan.scheduler)
+                fp32 = plan.fp32()
                 folder_fp32 = self._fp32_folder(plan.steps, plan.scheduler)
                 baseline = (fp32, self.screen(study, fp32, folder_fp32))
             base = self.fp32(study, plan.steps, plan.scheduler, n)
@@ -577,7 +573,7 @@ class Evaluator:
         have, full = len(assessed.evidence["scores"]), to or self.evalset.full
         if have >= full:
             return
-        if _is_fp32(plan):  # its images are the study's fp32 baseline, made once and shared
+        if plan.is_fp32:  # its images are the study's fp32 baseline, made once and shared
             images = self.fp32(study, plan.steps, plan.scheduler, full)[have:]
             scores = study.user_attrs[_fp32_key(plan.steps, plan.scheduler)]["scores"]
             # No new timings: the screening timed this plan, the baseline may have been
