@@ -243,7 +243,8 @@ def samplers(
             label = label if with_corners else f"{label}, no corners"
             out["samplers"][label] = {
                 "mean_hv_ratio": statistics.mean(ratios),
-                "ci95": 1.96 * statistics.stdev(ratios) / len(ratios) ** 0.5,
+                # one seed has no spread to report
+                "ci95": 1.96 * statistics.stdev(ratios) / len(ratios) ** 0.5 if seeds > 1 else None,
                 "seeds_at_95": sum(r >= 0.95 for r in ratios) / len(ratios),
                 "mean_trials_asked": statistics.mean(asked),
                 # where the measurements went: share of measured plans per step count
@@ -322,7 +323,8 @@ def main() -> None:
         print("| sampler | mean hypervolume vs grid | seeds >= 0.95 | trials asked |")
         print("|---|---:|---:|---:|")
         for name, row in result["samplers"].items():
-            print(f"| {name} | {row['mean_hv_ratio']:.3f} ± {row['ci95']:.3f} | "
+            spread = "" if row["ci95"] is None else f" ± {row['ci95']:.3f}"
+            print(f"| {name} | {row['mean_hv_ratio']:.3f}{spread} | "
                   f"{row['seeds_at_95']:.0%} | {row['mean_trials_asked']:.1f} |")  # fmt: skip
     else:
         print(json.dumps(result, indent=1))
