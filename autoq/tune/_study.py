@@ -258,10 +258,11 @@ def tune(
                 signal=stopped_by,
                 done=counted(study.get_trials(deepcopy=False)),
             )
-        study.set_user_attr("time_budget", {"seconds": config.timeout_s, "cuts": deadline.cuts})
+        budget = {"seconds": config.timeout_s, "cuts": deadline.cuts}
+        study.set_user_attr("time_budget", budget)  # for `autoq profile export`
         try:
             path, profile = write_study_profile(
-                study, storage, tuner.workdir, config.profiles_dir / f"{stem}.json"
+                study, storage, tuner.workdir, config.profiles_dir / f"{stem}.json", budget
             )
         except ConfigError:
             if stopped_by is None:

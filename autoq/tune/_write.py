@@ -48,10 +48,18 @@ class TuneResult:
 
 
 def write_study_profile(
-    study: optuna.Study, storage: str, workdir: Path, path: Path
+    study: optuna.Study,
+    storage: str,
+    workdir: Path,
+    path: Path,
+    time_budget: dict[str, Any] | None = None,
 ) -> tuple[Path, Profile]:
     """Choose tiers from the study's evidence (see `autoq.tune._evaluate.choose`) and
     write the profile with every trial's evidence.
+
+    ``time_budget`` (``{"seconds", "cuts"}``) is what the writing run's budget left out;
+    without it, the study's record of the last run that stored one (workers sharing a
+    study each pass their own).
 
     Raises:
         ConfigError: No reference yet, or no feasible plan.
@@ -108,6 +116,7 @@ def write_study_profile(
         profile_dir / "reference",
         len(evalset.prompts),
     )
+    budget = time_budget if time_budget is not None else attrs.get("time_budget", {})
     conditions = tune_conditions(attrs)
     if conditions is not None and conditions.busy:
         log.warning(
@@ -145,8 +154,8 @@ def write_study_profile(
             trials_completed=sum(1 for t in trials if t.state == TrialState.COMPLETE),
             trials_failed=sum(1 for t in trials if t.state == TrialState.FAIL),
             trials_pruned=sum(1 for t in trials if t.state == TrialState.PRUNED),
-            timeout_s=attrs.get("time_budget", {}).get("seconds"),
-            left_out=attrs.get("time_budget", {}).get("cuts", []),
+            timeout_s=budget.get("seconds"),
+            left_out=budget.get("cuts", []),
         ),
         trials=trial_points(study, choice.feasible),
         conditions=conditions,

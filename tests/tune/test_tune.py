@@ -10,8 +10,9 @@ from optuna.trial import TrialState
 
 from autoq.errors import ConfigError
 from autoq.profile import read_profile, write_report
-from autoq.tune import _objective, tune
+from autoq.tune import _objective, export_profile, tune
 from autoq.tune._search import outcome
+from autoq.tune._write import write_study_profile
 from tests.tune.conftest import fast_config
 
 
@@ -181,6 +182,14 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
     assert all(len(t.steps_curve) >= 2 for t in done.profile.tiers)
     samples = done.path.with_suffix("") / "tiers"  # only this profile's tiers keep samples
     assert {f.name for f in samples.iterdir()} == {t.name for t in done.profile.tiers}
+
+    # Workers sharing a study each write what their own budget left out; the study keeps
+    # the last run's record, which an export reads.
+    workdir = Path(study.user_attrs["workdir"])
+    mine = {"seconds": 1.0, "cuts": ["racing: 1 of 2 plans not raced to 4 images"]}
+    _, worker = write_study_profile(study, _db(tmp_path), workdir, tmp_path / "w.json", mine)
+    assert worker.study.left_out == mine["cuts"] and worker.study.timeout_s == 1.0
+    assert export_profile(_db(tmp_path), study.study_name, tmp_path / "x").profile.study.left_out == []
 
 
 @pytest.mark.slow
