@@ -189,7 +189,8 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
     mine = {"seconds": 1.0, "cuts": ["racing: 1 of 2 plans not raced to 4 images"]}
     _, worker = write_study_profile(study, _db(tmp_path), workdir, tmp_path / "w.json", mine)
     assert worker.study.left_out == mine["cuts"] and worker.study.timeout_s == 1.0
-    assert export_profile(_db(tmp_path), study.study_name, tmp_path / "x").profile.study.left_out == []
+    exported = export_profile(_db(tmp_path), study.study_name, tmp_path / "x")
+    assert exported.profile.study.left_out == []
 
 
 @pytest.mark.slow
