@@ -227,6 +227,18 @@ class TuneConditions(BaseModel):
     """Mean 1-minute load average sampled during the tune."""
     busy: bool = False
     """The load was high enough (more runnable work than cores) to distort latency."""
+    latency_drift: tuple[float, float] | None = None
+    """Lowest and highest ratio, over the reference and the tiers, of the latency timed side
+    by side at the end of the tune to the plan's earlier timing: how far the machine's speed
+    moved during the tune (the tiers' latencies are the side-by-side ones)."""
+
+    @property
+    def drifted(self) -> bool:
+        """Plans timed at different moments of the tune compare only roughly: their
+        drift ratios differ by more than 20%."""
+        return (
+            self.latency_drift is not None and self.latency_drift[1] > 1.2 * self.latency_drift[0]
+        )
 
 
 class StudyInfo(BaseModel):
@@ -335,6 +347,13 @@ class Profile(BaseModel):
                 f"time budget ({'-' if seconds is None else f'{seconds:g}'} s) left out: "
                 f"{'; '.join(self.study.left_out)}; re-run the tune with more time to finish "
                 "(the study resumes)"
+            )
+        if self.conditions is not None and self.conditions.drifted:
+            low, high = self.conditions.latency_drift or (1.0, 1.0)
+            lines.append(
+                f"machine speed drifted during the tune (tiers timed side by side at the end "
+                f"ran {low:.2f}-{high:.2f}x their earlier timings): the tiers' latencies "
+                "compare, the search's trial latencies only roughly"
             )
         if self.conditions is not None and self.conditions.busy:
             c = self.conditions

@@ -202,10 +202,17 @@ def conditions_text(profile: Profile) -> str:
         return "not recorded"
     load = "-" if c.load_avg_1m is None else f"{c.load_avg_1m:.2f}"
     verdict = "busy: latencies may be distorted" if c.busy else "not busy"
-    return (
+    text = (
         f"{c.torch_threads} torch threads on {c.cpu_count} CPUs, "
         f"mean 1-minute load {load} ({verdict})"
     )
+    if c.latency_drift is not None:
+        low, high = c.latency_drift
+        text += (
+            f"; tiers and reference timed side by side at the end: {low:.2f}-{high:.2f}x "
+            "their earlier timings"
+        )
+    return text
 
 
 def write_report(profile: Profile, profile_path: str | Path, out: str | Path | None = None) -> Path:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +34,17 @@ from autoq._logging import get_logger
 from autoq.pipeline import PipelinePlan
 from autoq.profile import Constraints, Metrics, StepPoint, TuneConditions
 from autoq.quality import Part, clustered_mean, clustered_sum
-from autoq.tune._measure import EvalSet, Run, fidelity, run_images, summarize
-from autoq.tune._tiers import Chosen, select_tiers
+from autoq.tune._measure import (
+    SIDE_BY_SIDE_REPEATS,
+    EvalSet,
+    Run,
+    fidelity,
+    p90,
+    run_images,
+    summarize,
+    time_side_by_side,
+)
+from autoq.tune._tiers import Chosen, mark_cheapest, select_tiers
 
 if TYPE_CHECKING:
     import optuna
@@ -67,6 +77,10 @@ DEFAULT_TIER_DROP_PCT = 10.0
 (judged on the paired interval), so the fastest and smallest tiers are still usable."""
 
 RACE_FACTOR = 2
+
+SIDE_BY_SIDE = "side_by_side"
+"""Study attribute: ``{plan key: {steps: seconds}}`` of the reference and the tiers (and
+their step curves), timed together at the end of the tune (`Evaluator.time_tiers`)."""
 """Plans extended to the full set after the search: this many per wanted tier."""
 
 
@@ -217,7 +231,9 @@ def finalists(
     full: int,
 ) -> list[Assessed]:
     """Plans worth extending to the ``full`` evaluation set: not surely infeasible, not
-    surely dominated, not measured on the full set already.
+    surely dominated, not measured on the full set already. Plans raced before that are
+    still open take their places among the ``count``, so a resumed tune races only what
+    its new trials brought.
 
     Surely dominated: another plan's CLIP interval lies wholly above this one's and it is
     no slower and no larger. If more than ``count`` remain, the plans whose point estimate
@@ -236,12 +252,13 @@ def finalists(
             and b.peak_memory_bytes <= a.peak_memory_bytes
         )
 
-    pending = [a for a in hopeful if a.metrics.n_images < full]
-    open_ = [a for a in pending if not any(surely_beats(b.metrics, a.metrics) for b in hopeful)]
+    unbeaten = [a for a in hopeful if not any(surely_beats(b.metrics, a.metrics) for b in hopeful)]
+    open_ = [a for a in unbeaten if a.metrics.n_images < full]
+    raced = len(unbeaten) - len(open_)
     likely = [a for a in open_ if _meets(constraints, _central(a.metrics), reference_clip)]
     picks: list[Assessed] = []
     for group in (likely, [a for a in open_ if a not in likely]):
-        room = count - len(picks)
+        room = count - raced - len(picks)
         if room <= 0:
             break
         if len(group) <= room:
@@ -294,6 +311,18 @@ class Choice:
     floor: float | None
     feasible: set[int]
     """Trial numbers of every feasible plan (under the user's own constraints)."""
+    timing: dict[str, dict[str, list[float]]] | None = None
+    """The side-by-side timings the tiers' and the reference's latencies come from, when
+    they cover all of them (else every latency is the plan's own, from its screening)."""
+
+    def timed(self, plan: PipelinePlan, metrics: Metrics) -> Metrics:
+        """``metrics`` of ``plan`` with its latency from the side-by-side timing, if any."""
+        seconds = (self.timing or {}).get(_plan_key(plan), {}).get(str(plan.steps))
+        if not seconds:
+            return metrics
+        return metrics.model_copy(
+            update={"latency_s": statistics.median(seconds), "latency_p90_s": p90(seconds)}
+        )
 
 
 def choose(study: optuna.Study, k: int) -> Choice:
@@ -313,7 +342,17 @@ def choose(study: optuna.Study, k: int) -> Choice:
     # budget or a signal cut short included); before racing, from the screened plans.
     pool = [a for a in floored if a.metrics.n_images >= full] or floored
     tiers = select_tiers([(a, a.metrics) for a in pool], k) if pool else []
-    return Choice(tiers, limits, floor, {a.trial.number for a in ok})
+    choice = Choice(tiers, limits, floor, {a.trial.number for a in ok})
+    # Latencies timed side by side replace the screening's, once they cover the reference
+    # and every tier (timed at different moments, a drifting machine misorders them). The
+    # choice above stays on the screening's, so it is the one that was timed.
+    timing = attrs.get(SIDE_BY_SIDE) or {}
+    reference = PipelinePlan.model_validate(attrs["reference"]["plan"])
+    if tiers and all(_plan_key(p) in timing for p in [reference, *(c.item.plan for c in tiers)]):
+        choice.timing = timing
+        choice.tiers = [Chosen(c.item, choice.timed(c.item.plan, c.metrics)) for c in tiers]
+        mark_cheapest(choice.tiers)
+    return choice
 
 
 def tune_conditions(attrs: dict[str, Any]) -> TuneConditions | None:
@@ -668,6 +707,69 @@ class Evaluator:
             lambda n: f"step curves: {n} of {count} tiers not measured",
         ):
             self.steps_curve(study, chosen, choice.constraints)
+        self.time_tiers(study, choice, deadline)
+
+    def time_tiers(self, study: optuna.Study, choice: Choice, deadline: Deadline) -> None:
+        """Time the reference and every tier, at its steps and its step curve's, side by
+        side (`time_side_by_side`) into `SIDE_BY_SIDE`, while ``deadline`` allows."""
+        from autoq.pipeline import assemble
+        from autoq.tune._measure import _synchronize, generate
+
+        attrs = study.user_attrs
+        reference = Metrics.model_validate(attrs["reference"]["metrics"])
+        plans = {_plan_key(self.reference_plan): (self.reference_plan, reference.latency_s)}
+        for chosen in choice.tiers:
+            plans.setdefault(
+                _plan_key(chosen.item.plan), (chosen.item.plan, chosen.metrics.latency_s)
+            )
+        steps = {
+            key: [
+                plan.steps,
+                *sorted(p["steps"] for k, p in attrs.items() if k.startswith(f"curve:{key}:")),
+            ]
+            for key, (plan, _) in plans.items()
+        }
+        stored = attrs.get(SIDE_BY_SIDE) or {}
+        if all({str(n) for n in steps[key]} <= set(stored.get(key, {})) for key in plans):
+            return  # timed together already: a resumed tune
+        expected = 2 * sum(
+            latency * (1 + SIDE_BY_SIDE_REPEATS * sum(n / plan.steps for n in steps[key]))
+            for key, (plan, latency) in plans.items()
+        )
+        if not deadline.allows(expected):
+            deadline.cut(f"side-by-side timing of {len(plans)} plans: latencies from screening")
+            return
+        log.info("side_by_side_start", plans=len(plans), expected_s=round(expected, 1))
+        prompt, seed = self.evalset.image(0)
+        turns = {"done": 0}
+
+        def starter(plan: PipelinePlan) -> Callable[[], Callable[[int], object]]:
+            def start() -> Callable[[int], object]:
+                if deadline.progress is not None:
+                    deadline.progress("side-by-side timing", turns["done"], 2 * len(plans))
+                turns["done"] += 1
+                pipe = assemble(self.cache, plan)
+
+                def run(count: int) -> None:
+                    generate(pipe, prompt, seed, count, self.guidance, self.size)
+                    _synchronize(self.device)
+
+                return run
+
+            return start
+
+        timings = time_side_by_side(
+            [(starter(plan), steps[key]) for key, (plan, _) in plans.items()]
+        )
+        if deadline.progress is not None:
+            deadline.progress("side-by-side timing", 2 * len(plans), 2 * len(plans))
+        study.set_user_attr(
+            SIDE_BY_SIDE,
+            {
+                key: {str(n): t for n, t in timed.items()}
+                for key, timed in zip(plans, timings, strict=True)
+            },
+        )
 
     def steps_curve(
         self, study: optuna.Study, chosen: Chosen[Assessed], limits: Constraints
@@ -752,10 +854,14 @@ def _curve_point_meets(
 
 
 def tier_curve(
-    attrs: dict[str, Any], chosen: Chosen[Assessed], limits: Constraints
+    attrs: dict[str, Any],
+    chosen: Chosen[Assessed],
+    limits: Constraints,
+    timing: dict[str, dict[str, list[float]]] | None = None,
 ) -> tuple[list[StepPoint], int | None]:
     """A tier's step curve (ascending, its own steps included) and its ``min_steps``: the
-    fewest measured steps still meeting the quality floor (judged with intervals)."""
+    fewest measured steps still meeting the quality floor (judged with intervals). With
+    ``timing`` (`Choice.timing`), the points' latencies come from it."""
     plan, metrics = chosen.item.plan, chosen.metrics
     reference = attrs["reference"]["evidence"]["scores"]
     reference_clip = _reference_clip(attrs)
@@ -769,9 +875,12 @@ def tier_curve(
     ]
     min_steps = plan.steps if limits.quality_shortfall(metrics, reference_clip) <= 0 else None
     prefix = f"curve:{_plan_key(plan)}:"
+    timed = (timing or {}).get(_plan_key(plan), {})
     for key, point in attrs.items():
         if not key.startswith(prefix):
             continue
+        if timed.get(str(point["steps"])):
+            point = {**point, "seconds": timed[str(point["steps"])]}
         step, _ = _point_metrics(attrs, point, reference)
         points.append(step)
         if min_steps is not None and _curve_point_meets(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +46,10 @@ __all__ = [
     "TooSlowError",
     "fidelity",
     "generate",
+    "p90",
     "run_images",
     "summarize",
+    "time_side_by_side",
 ]
 
 FULL_IMAGES = 32
@@ -205,6 +207,44 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+SIDE_BY_SIDE_REPEATS = 3
+"""Timed generations per pipeline and step count in each pass of `time_side_by_side`."""
+
+
+def time_side_by_side(
+    jobs: Sequence[tuple[Callable[[], Callable[[int], object]], Sequence[int]]],
+    *,
+    repeats: int = SIDE_BY_SIDE_REPEATS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[dict[int, list[float]]]:
+    """Seconds per generation of several pipelines, timed together so that they compare.
+
+    Each job is ``(start, steps)``: ``start()`` readies its pipeline and returns a function
+    that generates one image at a given step count. The jobs take turns in a forward pass
+    and then a backward one; in its turn a job generates once untimed (a warm-up), then
+    ``repeats`` times at each of its step counts. A machine whose speed drifts during the
+    tune (a shared VM: measured 30% within a 10-minute tune) would order plans timed minutes
+    apart by when they ran; in the two mirrored passes a drift linear in time weighs on
+    every job alike.
+
+    Returns:
+        Per job, its step counts' timings (``2 * repeats`` each).
+    """
+    timings: list[dict[int, list[float]]] = [{s: [] for s in steps} for _, steps in jobs]
+    order = list(range(len(jobs)))
+    for turn in (order, order[::-1]):
+        for i in turn:
+            start, steps = jobs[i]
+            run = start()
+            run(steps[0])  # warm-up: caches, allocator, lazy kernels
+            for count in steps:
+                for _ in range(repeats):
+                    began = clock()
+                    run(count)
+                    timings[i][count].append(clock() - began)
+    return timings
+
+
 def run_images(
     pipe: DiffusionPipeline,
     evalset: EvalSet,
@@ -257,6 +297,12 @@ def run_images(
     return run
 
 
+def p90(seconds: Sequence[float]) -> float:
+    """The 90th percentile of ``seconds`` (nearest rank)."""
+    ordered = sorted(seconds)
+    return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+
 def _ci(interval: Any) -> tuple[float, float]:
     return (interval.low, interval.high)
 
@@ -305,7 +351,6 @@ def summarize(
         negated = [-r for r in reference]
         change = clustered_sum([*parts, Part(negated, evalset.clusters(len(negated)))], n=n)
         vs_reference, vs_reference_ci = change.estimate, _ci(change)
-    ordered = sorted(seconds)
     return Metrics(
         clip_score=estimate.estimate,
         clip_score_std=statistics.pstdev(scores) if n > 1 else 0.0,
@@ -318,7 +363,7 @@ def summarize(
         psnr=statistics.fmean(psnr) if psnr else None,
         ssim=statistics.fmean(ssim) if ssim else None,
         latency_s=statistics.median(seconds),
-        latency_p90_s=ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
+        latency_p90_s=p90(seconds),
         peak_memory_bytes=peak_bytes,
         weight_bytes=weight_bytes,
         memory_method=memory_method,

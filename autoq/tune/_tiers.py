@@ -26,6 +26,7 @@ __all__ = [
     "MEMORY_NOISE",
     "Chosen",
     "feasible",
+    "mark_cheapest",
     "pareto_front",
     "select_tiers",
     "tier_names",
@@ -157,6 +158,17 @@ def select_tiers(candidates: Sequence[tuple[T, Metrics]], k: int) -> list[Chosen
         picks.append(max(rest, key=lambda c: (distance(c), c[1].clip_score)))
     picks.sort(key=lambda c: (-c[1].clip_score, c[1].latency_s, c[1].peak_memory_bytes))
     chosen = [Chosen(item, metrics) for item, metrics in picks]
+    mark_cheapest(chosen)
+    return chosen
+
+
+def mark_cheapest(chosen: Sequence[Chosen[T]]) -> None:
+    """Set each tier's ``cheapest_in`` from its metrics: ``quality`` for the first (the
+    best), ``latency`` and ``memory`` for the tiers no other tier beats there."""
+    for c in chosen:
+        c.cheapest_in.clear()
+    if not chosen:
+        return
     chosen[0].cheapest_in.append("quality")
     min(chosen, key=lambda c: (c.metrics.latency_s, -c.metrics.clip_score)).cheapest_in.append(
         "latency"
@@ -164,7 +176,6 @@ def select_tiers(candidates: Sequence[tuple[T, Metrics]], k: int) -> list[Chosen
     min(
         chosen, key=lambda c: (c.metrics.peak_memory_bytes, -c.metrics.clip_score)
     ).cheapest_in.append("memory")
-    return chosen
 
 
 def tier_names(cheapest: Sequence[Sequence[Resource]]) -> list[str]:

@@ -97,7 +97,7 @@ def write_study_profile(
             profile_dir / "tiers" / name,
             len(evalset.prompts),
         )
-        curve, min_steps = tier_curve(attrs, chosen, choice.constraints)
+        curve, min_steps = tier_curve(attrs, chosen, choice.constraints, choice.timing)
         tiers.append(
             Tier(
                 name=name,
@@ -117,7 +117,17 @@ def write_study_profile(
         len(evalset.prompts),
     )
     budget = time_budget if time_budget is not None else attrs.get("time_budget", {})
+    timed_reference = choice.timed(reference_plan, reference_metrics)
     conditions = tune_conditions(attrs)
+    if conditions is not None and choice.timing is not None:
+        ratios = [
+            after.latency_s / before.latency_s
+            for before, after in [
+                (reference_metrics, timed_reference),
+                *((c.item.metrics, c.metrics) for c in choice.tiers),
+            ]
+        ]
+        conditions = conditions.model_copy(update={"latency_drift": (min(ratios), max(ratios))})
     if conditions is not None and conditions.busy:
         log.warning(
             "machine_busy",
@@ -142,7 +152,7 @@ def write_study_profile(
         reference=Tier(
             name="reference",
             plan=reference_plan,
-            metrics=reference_metrics,
+            metrics=timed_reference,
             samples=[str(p.relative_to(path.parent)) for p in reference_samples],
         ),
         tiers=tiers,

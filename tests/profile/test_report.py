@@ -83,7 +83,9 @@ def _rich_profile() -> Profile:
         update={
             "tiers": tiers,
             "trials": trials,
-            "conditions": TuneConditions(torch_threads=2, cpu_count=2, load_avg_1m=3.5, busy=True),
+            "conditions": TuneConditions(
+                torch_threads=2, cpu_count=2, load_avg_1m=3.5, busy=True, latency_drift=(0.8, 1.1)
+            ),
         }
     )
 
@@ -112,7 +114,22 @@ def test_report_shows_intervals_failures_conditions_and_steps(tmp_path: Path) ->
     assert "dtype mismatch" in page and "latency above twice the limit" in page
     assert "pruned" in page and "failed" in page
     assert "busy: latencies may be distorted" in page
+    assert "timed side by side at the end: 0.80-1.10x" in page
     assert "<td>latency</td>" in page  # cheapest_in
+
+
+def test_notes_say_when_the_machine_drifted_during_the_tune() -> None:
+    profile = _rich_profile()
+
+    def notes(drift: tuple[float, float] | None) -> list[str]:
+        conditions = TuneConditions(torch_threads=1, cpu_count=2, latency_drift=drift)
+        return profile.model_copy(update={"conditions": conditions}).notes()
+
+    assert any(
+        n.startswith("machine speed drifted") and "0.78-1.20x" in n for n in notes((0.78, 1.2))
+    )
+    assert not any(n.startswith("machine speed drifted") for n in notes((0.95, 1.05)))
+    assert not any(n.startswith("machine speed drifted") for n in notes(None))
 
 
 def _png(path: Path, colour: str = "red") -> bytes:

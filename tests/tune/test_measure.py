@@ -110,6 +110,15 @@ def test_racing_keeps_plans_that_could_still_make_a_tier() -> None:
     assert [a.trial for a in kept] == [0, 2, 4]
 
 
+def test_a_resumed_race_counts_the_plans_raced_before() -> None:
+    raced = [_assessed(i, 69, 2, 0.9 + i / 10, 30 + i, n=32) for i in range(3)]
+    new = [_assessed(3, 70, 2, 0.5, 20), _assessed(4, 68, 3, 0.6, 25)]
+    limits = tier_constraints(Constraints())
+    assert finalists(raced, limits, 70.0, count=3, full=32) == []  # a rerun races nothing
+    kept = finalists([*raced, *new], limits, 70.0, count=4, full=32)
+    assert [a.trial for a in kept] == [3]  # one place left: the new trials' best
+
+
 def test_racing_spends_scarce_slots_on_plans_that_look_feasible_first() -> None:
     plans = [
         _assessed(0, 70, 2, 1.0, 40),
@@ -153,6 +162,46 @@ def test_step_curve_is_ascending_and_min_steps_keeps_to_the_floor() -> None:
     assert [p.steps for p in curve] == [5, 10, 20]
     assert [p.latency_s for p in curve] == [0.1, 0.2, 0.4]
     assert min_steps == 10  # 5 steps lose 20 points: under the floor
+    timing = {_plan_key(plan): {"10": [0.3, 0.5], "5": [0.2]}}  # timed side by side later
+    timed, _ = tier_curve(
+        attrs, Chosen(Assessed(0, plan, own, {}), own), tier_constraints(Constraints()), timing
+    )  # type: ignore[arg-type]
+    assert [p.latency_s for p in timed] == [0.2, 0.4, 0.4]
+
+
+def test_side_by_side_timing_cancels_a_drifting_machine() -> None:
+    from autoq.tune._measure import time_side_by_side
+
+    clock = {"now": 0.0}
+    calls: list[tuple[str, int]] = []
+
+    def job(name: str, cost: float):
+        def start():
+            def run(steps: int) -> None:
+                calls.append((name, steps))
+                slowdown = 1 + clock["now"] / 100  # the machine slows (30% by the end)
+                clock["now"] += cost * steps * slowdown
+
+            return run
+
+        return start
+
+    jobs = [(job("a", 0.1), [10, 5]), (job("b", 0.1), [10]), (job("c", 0.2), [10])]
+    timings = time_side_by_side(jobs, repeats=2, clock=lambda: clock["now"])
+    assert [sorted(t) for t in timings] == [[5, 10], [10], [10]]
+    assert all(len(seconds) == 4 for t in timings for seconds in t.values())  # 2 passes x 2
+    assert calls.count(("a", 10)) == 2 * 1 + 2 * 2  # a warm-up (untimed) each turn
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs)
+
+    assert clock["now"] > 25  # long enough for the drift to matter
+    # a and b cost the same: in mirrored passes the drift weighs on both alike, where one
+    # pass (a first, b later) would call b slower
+    a, b, c = (mean(t[10]) for t in timings)
+    assert a == pytest.approx(b, rel=0.01)
+    assert timings[1][10][0] > 1.03 * timings[0][10][0]  # a single pass misorders them
+    assert c == pytest.approx(2 * a, rel=0.05)
 
 
 def test_machine_counts_as_busy_when_others_take_cores() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import optuna
@@ -52,6 +53,28 @@ def test_profile_has_ordered_tiers_within_constraints(tuned) -> None:
     assert scores == sorted(scores, reverse=True)
     assert len({t.name for t in profile.tiers}) == len(profile.tiers)
     assert all(t.metrics.psnr is not None and t.metrics.ssim is not None for t in profile.tiers)
+
+
+@pytest.mark.slow
+def test_tiers_and_reference_are_timed_side_by_side(tuned) -> None:
+    from autoq.tune._evaluate import SIDE_BY_SIDE, _plan_key
+    from autoq.tune._measure import SIDE_BY_SIDE_REPEATS
+
+    result, _ = tuned
+    profile = result.profile
+    study = optuna.load_study(study_name=profile.study.study_name, storage=_db(result.path.parent))
+    timing = study.user_attrs[SIDE_BY_SIDE]
+    for tier in [profile.reference, *profile.tiers]:
+        seconds = timing[_plan_key(tier.plan)]
+        assert len(seconds[str(tier.plan.steps)]) == 2 * SIDE_BY_SIDE_REPEATS  # both passes
+        assert tier.metrics.latency_s == statistics.median(seconds[str(tier.plan.steps)])
+        for point in tier.steps_curve:  # the step dial's points: timed in the same turns
+            assert point.latency_s == statistics.median(seconds[str(point.steps)])
+    assert profile.conditions is not None and profile.conditions.latency_drift is not None
+    low, high = profile.conditions.latency_drift
+    assert 0 < low <= high
+    fastest = min(profile.tiers, key=lambda t: (t.metrics.latency_s, -t.metrics.clip_score))
+    assert "latency" in fastest.cheapest_in  # the resources follow the side-by-side timing
 
 
 @pytest.mark.slow
@@ -158,7 +181,8 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
     left_out = cut.profile.study.left_out
     assert cut.profile.study.timeout_s == 0.01
     assert left_out[0] == "search: 1 of 3 trials measured"
-    assert left_out[-1].startswith("step curves: ")  # the last phase, after the tiers
+    assert left_out[-2].startswith("step curves: ")  # after the tiers...
+    assert left_out[-1].startswith("side-by-side timing of ")  # ...and the last phase
     assert all(len(t.steps_curve) == 1 for t in cut.profile.tiers)  # their own steps only
     note = next(line for line in cut.profile.notes() if line.startswith("time budget"))
     assert "re-run" in note and left_out[0] in note
@@ -174,7 +198,12 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
     )
     racing = [(d, n) for phase, d, n in phases if phase == "racing"]
     assert racing[-1][0] == racing[-1][1]  # the progress of each phase reaches its total
-    assert phases[-1] == ("step curves", len(done.profile.tiers), len(done.profile.tiers))
+    count = len(done.profile.tiers)
+    assert ("step curves", count, count) in phases
+    turns = 2 * len(
+        {t.plan.model_dump_json() for t in [done.profile.reference, *done.profile.tiers]}
+    )
+    assert phases[-1] == ("side-by-side timing", turns, turns)
     assert done.profile.study.left_out == [] and done.profile.study.timeout_s is None
     assert not any(line.startswith("time budget") for line in done.profile.notes())
     study = optuna.load_study(study_name=done.profile.study.study_name, storage=_db(tmp_path))
