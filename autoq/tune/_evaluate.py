@@ -27,6 +27,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,9 +40,11 @@ from autoq.tune._measure import (
     EvalSet,
     Run,
     fidelity,
+    generate,
     p90,
     run_images,
     summarize,
+    synchronize,
     time_side_by_side,
 )
 from autoq.tune._tiers import Chosen, mark_cheapest, select_tiers
@@ -77,11 +80,11 @@ DEFAULT_TIER_DROP_PCT = 10.0
 (judged on the paired interval), so the fastest and smallest tiers are still usable."""
 
 RACE_FACTOR = 2
+"""Plans extended to the full set after the search: this many per wanted tier."""
 
 SIDE_BY_SIDE = "side_by_side"
 """Study attribute: ``{plan key: {steps: seconds}}`` of the reference and the tiers (and
 their step curves), timed together at the end of the tune (`Evaluator.time_tiers`)."""
-"""Plans extended to the full set after the search: this many per wanted tier."""
 
 
 def _plan_key(plan: PipelinePlan) -> str:
@@ -713,7 +716,6 @@ class Evaluator:
         """Time the reference and every tier, at its steps and its step curve's, side by
         side (`time_side_by_side`) into `SIDE_BY_SIDE`, while ``deadline`` allows."""
         from autoq.pipeline import assemble
-        from autoq.tune._measure import _synchronize, generate
 
         attrs = study.user_attrs
         reference = Metrics.model_validate(attrs["reference"]["metrics"])
@@ -741,28 +743,22 @@ class Evaluator:
             return
         log.info("side_by_side_start", plans=len(plans), expected_s=round(expected, 1))
         prompt, seed = self.evalset.image(0)
-        turns = {"done": 0}
 
-        def starter(plan: PipelinePlan) -> Callable[[], Callable[[int], object]]:
-            def start() -> Callable[[int], object]:
-                if deadline.progress is not None:
-                    deadline.progress("side-by-side timing", turns["done"], 2 * len(plans))
-                turns["done"] += 1
-                pipe = assemble(self.cache, plan)
+        def ready(plan: PipelinePlan) -> Callable[[int], None]:
+            pipe = assemble(self.cache, plan)
 
-                def run(count: int) -> None:
-                    generate(pipe, prompt, seed, count, self.guidance, self.size)
-                    _synchronize(self.device)
+            def run(count: int) -> None:
+                generate(pipe, prompt, seed, count, self.guidance, self.size)
+                synchronize(self.device)
 
-                return run
+            return run
 
-            return start
+        def turn(done: int, total: int) -> None:
+            if deadline.progress is not None:
+                deadline.progress("side-by-side timing", done, total)
 
-        timings = time_side_by_side(
-            [(starter(plan), steps[key]) for key, (plan, _) in plans.items()]
-        )
-        if deadline.progress is not None:
-            deadline.progress("side-by-side timing", 2 * len(plans), 2 * len(plans))
+        jobs = [(partial(ready, plan), steps[key]) for key, (plan, _) in plans.items()]
+        timings = time_side_by_side(jobs, on_turn=turn)
         study.set_user_attr(
             SIDE_BY_SIDE,
             {

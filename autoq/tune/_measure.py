@@ -49,6 +49,7 @@ __all__ = [
     "p90",
     "run_images",
     "summarize",
+    "synchronize",
     "time_side_by_side",
 ]
 
@@ -200,7 +201,7 @@ class Run:
         return sum(self.seconds)
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         import torch
 
@@ -216,6 +217,7 @@ def time_side_by_side(
     *,
     repeats: int = SIDE_BY_SIDE_REPEATS,
     clock: Callable[[], float] = time.perf_counter,
+    on_turn: Callable[[int, int], None] | None = None,
 ) -> list[dict[int, list[float]]]:
     """Seconds per generation of several pipelines, timed together so that they compare.
 
@@ -227,21 +229,27 @@ def time_side_by_side(
     apart by when they ran; in the two mirrored passes a drift linear in time weighs on
     every job alike.
 
+    ``on_turn(done, total)`` is told the turns done, before each and after the last.
+
     Returns:
         Per job, its step counts' timings (``2 * repeats`` each).
     """
     timings: list[dict[int, list[float]]] = [{s: [] for s in steps} for _, steps in jobs]
     order = list(range(len(jobs)))
-    for turn in (order, order[::-1]):
-        for i in turn:
-            start, steps = jobs[i]
-            run = start()
-            run(steps[0])  # warm-up: caches, allocator, lazy kernels
-            for count in steps:
-                for _ in range(repeats):
-                    began = clock()
-                    run(count)
-                    timings[i][count].append(clock() - began)
+    turns = [*order, *order[::-1]]
+    for done, i in enumerate(turns):
+        if on_turn is not None:
+            on_turn(done, len(turns))
+        start, steps = jobs[i]
+        run = start()
+        run(steps[0])  # warm-up: caches, allocator, lazy kernels
+        for count in steps:
+            for _ in range(repeats):
+                began = clock()
+                run(count)
+                timings[i][count].append(clock() - began)
+    if on_turn is not None:
+        on_turn(len(turns), len(turns))
     return timings
 
 
@@ -286,7 +294,7 @@ def run_images(
     for index in timed:
         began = time.perf_counter()
         image = generate(pipe, *evalset.image(index), steps, guidance_scale, size)
-        _synchronize(device)
+        synchronize(device)
         run.seconds.append(time.perf_counter() - began)
         if index != start:
             run.images.append(image)

@@ -187,7 +187,12 @@ def test_side_by_side_timing_cancels_a_drifting_machine() -> None:
         return start
 
     jobs = [(job("a", 0.1), [10, 5]), (job("b", 0.1), [10]), (job("c", 0.2), [10])]
-    timings = time_side_by_side(jobs, repeats=2, clock=lambda: clock["now"])
+    turns: list[tuple[int, int]] = []
+    timings = time_side_by_side(
+        jobs, repeats=2, clock=lambda: clock["now"], on_turn=lambda *t: turns.append(t)
+    )
+    assert turns == [(n, 6) for n in range(7)]  # each job twice, then done
+    assert [name for name, _ in calls[::5]][:2] == ["a", "b"]  # forward...
     assert [sorted(t) for t in timings] == [[5, 10], [10], [10]]
     assert all(len(seconds) == 4 for t in timings for seconds in t.values())  # 2 passes x 2
     assert calls.count(("a", 10)) == 2 * 1 + 2 * 2  # a warm-up (untimed) each turn
