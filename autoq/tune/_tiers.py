@@ -1,17 +1,20 @@
 """Choosing a profile's tiers: corners of the feasible Pareto front, then spread.
 
 From the feasible plans (every limit met, quality judged with its interval), the tiers
-are always the best-quality plan, the fastest plan and the smallest plan; the remaining
-slots go to the front's points farthest, in (log latency, log memory), from the tiers
-already chosen. A plan within measurement noise of a chosen tier in every objective
-(overlapping quality intervals, latency and memory within their noise) adds nothing and
-is skipped. Each tier records which resource, among the chosen tiers, it is cheapest in.
+are always the best-quality plan, the fastest plan and the smallest plan (up to noise:
+of the plans within noise of the fastest or the smallest, the best CLIP estimate); the
+remaining slots go to the front's points farthest, in (log latency, log memory), from the
+tiers already chosen. A plan adds nothing, and is skipped, when a chosen tier is within
+measurement noise of it in every objective (overlapping quality intervals, latency and
+memory within their noise) or *covers* it: as good a CLIP estimate, and no slower and no
+larger beyond noise. Each tier records which resource, among the chosen tiers, it is
+cheapest in.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -25,6 +28,7 @@ __all__ = [
     "LATENCY_NOISE",
     "MEMORY_NOISE",
     "Chosen",
+    "covers",
     "feasible",
     "mark_cheapest",
     "pareto_front",
@@ -101,6 +105,16 @@ def within_noise(a: Metrics, b: Metrics) -> bool:
     )
 
 
+def covers(p: Metrics, c: Metrics) -> bool:
+    """Whether a tier ``p`` leaves nothing for ``c`` to add: a CLIP estimate at least as
+    high, and no slower and no larger beyond their noise (so ``c`` is better nowhere)."""
+    return (
+        p.clip_score >= c.clip_score
+        and p.latency_s <= c.latency_s * (1 + _latency_noise(p, c))
+        and p.peak_memory_bytes <= c.peak_memory_bytes * (1 + MEMORY_NOISE)
+    )
+
+
 @dataclass
 class Chosen(Generic[T]):
     """A selected tier: the caller's item, its metrics, and where it is cheapest."""
@@ -134,9 +148,18 @@ def select_tiers(candidates: Sequence[tuple[T, Metrics]], k: int) -> list[Chosen
     front = [candidates[i] for i in pareto_front([m for _, m in candidates])]
     if not front:
         return []
-    best = max(front, key=lambda c: (c[1].clip_score, -c[1].latency_s, -c[1].peak_memory_bytes))
-    fastest = min(front, key=lambda c: (c[1].latency_s, -c[1].clip_score, c[1].peak_memory_bytes))
-    smallest = min(front, key=lambda c: (c[1].peak_memory_bytes, -c[1].clip_score, c[1].latency_s))
+
+    def top(pool: Sequence[tuple[T, Metrics]]) -> tuple[T, Metrics]:
+        return max(pool, key=lambda c: (c[1].clip_score, -c[1].latency_s, -c[1].peak_memory_bytes))
+
+    def corner(cost: Callable[[Metrics], float], noise: float) -> tuple[T, Metrics]:
+        """The best plan among those within ``noise`` of the lowest ``cost``."""
+        low = min(cost(c[1]) for c in front)
+        return top([c for c in front if cost(c[1]) <= low * (1 + noise)])
+
+    best = top(front)
+    fastest = corner(lambda x: x.latency_s, LATENCY_NOISE)
+    smallest = corner(lambda x: float(x.peak_memory_bytes), MEMORY_NOISE)
     picks: list[tuple[T, Metrics]] = [best]
 
     def distance(c: tuple[T, Metrics]) -> float:
@@ -144,13 +167,15 @@ def select_tiers(candidates: Sequence[tuple[T, Metrics]], k: int) -> list[Chosen
         return min(math.dist(x, _position(p[1])) for p in picks)
 
     def adds_something(c: tuple[T, Metrics]) -> bool:
-        return all(c is not p and not within_noise(c[1], p[1]) for p in picks)
+        return all(
+            c is not p and not within_noise(c[1], p[1]) and not covers(p[1], c[1]) for p in picks
+        )
 
     corners = [c for c in (fastest, smallest) if adds_something(c)]
     corners.sort(key=distance, reverse=True)  # with k == 2, the corner spanning more
-    for corner in corners:
-        if len(picks) < k and adds_something(corner):
-            picks.append(corner)
+    for extreme in corners:
+        if len(picks) < k and adds_something(extreme):
+            picks.append(extreme)
     while len(picks) < k:
         rest = [c for c in front if adds_something(c)]
         if not rest:

@@ -73,6 +73,23 @@ def test_a_plan_clearly_better_in_one_objective_is_kept() -> None:
     assert chosen[1].cheapest_in == ["memory"]
 
 
+def test_a_plan_a_tier_covers_fills_no_slot() -> None:
+    # From a make demo profile: an all-int4 plan 2% smaller than a balanced one (memory
+    # noise), 2.8x slower, and a lower CLIP estimate: it was the `small` tier, useless.
+    best = m(72.3, 0.39, 48.1, half_ci=6)
+    fast = m(70.4, 0.27, 48.1, half_ci=8)
+    balanced = m(69.8, 0.58, 11.55, half_ci=8)
+    all_int4 = m(64.9, 1.63, 11.32, half_ci=6)
+    chosen = select_tiers([(0, best), (1, fast), (2, balanced), (3, all_int4)], k=4)
+    assert [c.item for c in chosen] == [0, 1, 2]
+    assert chosen[2].cheapest_in == ["memory"]  # the smallest, up to noise
+    # The same up to latency noise: 5% slower than the fastest, 8 points better.
+    quick, quick_better = m(60, 0.20, 30), m(68, 0.21, 30)
+    chosen = select_tiers([(0, best), (1, quick), (2, quick_better)], k=4)
+    assert [c.item for c in chosen] == [0, 2]
+    assert "latency" in chosen[1].cheapest_in
+
+
 def test_with_two_slots_the_corner_spanning_more_is_kept() -> None:
     best, fast, small = m(75, 1.0, 40), m(60, 0.7, 38), m(62, 1.1, 4)
     chosen = select_tiers([(0, best), (1, fast), (2, small)], k=2)
