@@ -150,6 +150,14 @@ def _fastest(profile: Profile, *, floor: bool) -> float:
     )
 
 
+def _screened(profile: Profile, tier: Tier) -> float:
+    """``tier``'s latency as its trial was timed (before any side-by-side timing)."""
+    point = next((t for t in profile.trials if t.number == tier.trial), None)
+    if point is None or point.latency_s is None:
+        return tier.metrics.latency_s
+    return point.latency_s
+
+
 def span(path: Path) -> dict:
     profile = _shapes_profile(path)
     best = max(profile.tiers, key=lambda t: t.metrics.clip_score)
@@ -171,8 +179,10 @@ def span(path: Path) -> dict:
         # What any choice of tiers could reach: the best-quality tier against the fastest
         # plan the study measured whose mean CLIP meets the floor (the tuner asks more: the
         # lower end of its interval must), and against the fastest plan measured at all.
-        "latency_bound_at_floor": best.metrics.latency_s / _fastest(profile, floor=True),
-        "latency_bound_any": best.metrics.latency_s / _fastest(profile, floor=False),
+        # Trial points keep their screening latencies: the best tier's is used too, so a
+        # drift between screening and the side-by-side timing does not enter the ratio.
+        "latency_bound_at_floor": _screened(profile, best) / _fastest(profile, floor=True),
+        "latency_bound_any": _screened(profile, best) / _fastest(profile, floor=False),
         "tiers": [
             {
                 "tier": t.name,

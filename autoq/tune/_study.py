@@ -158,7 +158,8 @@ def tune(
         config: What to tune and under which constraints.
         on_trial: Progress callback ``(trials counted, trials wanted, best feasible CLIP)``.
         on_phase: Progress callback of the phases after the search: ``(phase, done,
-            total)``, phase ``"racing"``, ``"deep set"`` or ``"step curves"``.
+            total)``, phase ``"racing"``, ``"deep set"``, ``"step curves"`` or
+            ``"side-by-side timing"``.
 
     Returns:
         The profile's path and content.
