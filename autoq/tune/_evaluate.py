@@ -717,6 +717,8 @@ class Evaluator:
         side (`time_side_by_side`) into `SIDE_BY_SIDE`, while ``deadline`` allows."""
         from autoq.pipeline import assemble
 
+        if not choice.tiers:
+            return  # nothing to compare the reference with
         attrs = study.user_attrs
         reference = Metrics.model_validate(attrs["reference"]["metrics"])
         plans = {_plan_key(self.reference_plan): (self.reference_plan, reference.latency_s)}
