@@ -664,6 +664,8 @@ class Evaluator:
             _reference_clip(attrs),
             self.evalset.full,
         )
+        # One already on the deep set stays as it came out: a rerun deepens nothing more.
+        picks = [a for a in picks if a.metrics.n_images < self.evalset.size]
         if not picks:
             return
         log.info("deepen_start", plans=len(picks), images=self.evalset.size)

@@ -212,6 +212,12 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
     samples = done.path.with_suffix("") / "tiers"  # only this profile's tiers keep samples
     assert {f.name for f in samples.iterdir()} == {t.name for t in done.profile.tiers}
 
+    again: list[tuple[str, int, int]] = []  # a finished study: a rerun measures nothing
+    same = tune(config.model_copy(update={"timeout_s": None}), on_phase=lambda *p: again.append(p))
+    assert {total for phase, _, total in again if phase in ("racing", "deep set")} <= {0}
+    assert not [p for p in again if p[0] == "side-by-side timing"]
+    assert same.profile.tiers == done.profile.tiers
+
     # Workers sharing a study each write what their own budget left out; the study keeps
     # the last run's record, which an export reads.
     workdir = Path(study.user_attrs["workdir"])
