@@ -107,7 +107,8 @@ def within_noise(a: Metrics, b: Metrics) -> bool:
 
 def covers(p: Metrics, c: Metrics) -> bool:
     """Whether a tier ``p`` leaves nothing for ``c`` to add: a CLIP estimate at least as
-    high, and no slower and no larger beyond their noise (so ``c`` is better nowhere)."""
+    high, and no slower and no larger beyond their noise (``c`` is better nowhere beyond
+    noise)."""
     return (
         p.clip_score >= c.clip_score
         and p.latency_s <= c.latency_s * (1 + _latency_noise(p, c))
