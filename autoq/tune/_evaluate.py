@@ -358,6 +358,25 @@ def choose(study: optuna.Study, k: int) -> Choice:
     return choice
 
 
+def _timed_already(attrs: dict[str, Any], steps: dict[str, list[int]]) -> bool:
+    """Whether the study's side-by-side timing covers every plan and step count."""
+    stored = attrs.get(SIDE_BY_SIDE) or {}
+    return all(
+        {str(n) for n in counts} <= set(stored.get(key, {})) for key, counts in steps.items()
+    )
+
+
+def _timing_seconds(
+    plans: dict[str, tuple[PipelinePlan, float]], steps: dict[str, list[int]]
+) -> float:
+    """Expected seconds of `time_side_by_side` over ``plans``: two passes, each a warm-up
+    and `SIDE_BY_SIDE_REPEATS` generations per step count (time scaling with steps)."""
+    return 2 * sum(
+        latency * (1 + SIDE_BY_SIDE_REPEATS * sum(n / plan.steps for n in steps[key]))
+        for key, (plan, latency) in plans.items()
+    )
+
+
 def tune_conditions(attrs: dict[str, Any]) -> TuneConditions | None:
     """How busy the machine was while the study measured (from its load samples)."""
     raw = attrs.get("conditions")
@@ -394,6 +413,11 @@ class Deadline:
     def left(self) -> float | None:
         """Seconds until the deadline (negative once passed); ``None`` without one."""
         return None if self.at is None else self.at - time.monotonic()
+
+    def reserving(self, seconds: float) -> Deadline:
+        """This deadline ``seconds`` earlier, for work that must leave them to what comes
+        after it (cuts and progress are shared)."""
+        return Deadline(None if self.at is None else self.at - seconds, self.cuts, self.progress)
 
     def allows(self, seconds: float = 0.0) -> bool:
         """Whether work expected to take ``seconds`` ends before the deadline."""
@@ -706,7 +730,12 @@ class Evaluator:
         choice = choose(study, tiers)
         log.info("steps_curves_start", tiers=len(choice.tiers))
         count = len(choice.tiers)
-        for chosen in deadline.each(
+        # The curves leave the side-by-side timing what it is expected to take: latencies
+        # that compare come before the step dial.
+        plans, steps = self._timing_work(study.user_attrs, choice, curves_to_come=True)
+        done = not choice.tiers or _timed_already(study.user_attrs, steps)
+        timing = 0.0 if done else _timing_seconds(plans, steps)
+        for chosen in deadline.reserving(timing).each(
             "step curves",
             choice.tiers,
             lambda n: f"step curves: {n} of {count} tiers not measured",
@@ -721,27 +750,10 @@ class Evaluator:
 
         if not choice.tiers:
             return  # nothing to compare the reference with
-        attrs = study.user_attrs
-        reference = Metrics.model_validate(attrs["reference"]["metrics"])
-        plans = {_plan_key(self.reference_plan): (self.reference_plan, reference.latency_s)}
-        for chosen in choice.tiers:
-            plans.setdefault(
-                _plan_key(chosen.item.plan), (chosen.item.plan, chosen.metrics.latency_s)
-            )
-        steps = {
-            key: [
-                plan.steps,
-                *sorted(p["steps"] for k, p in attrs.items() if k.startswith(f"curve:{key}:")),
-            ]
-            for key, (plan, _) in plans.items()
-        }
-        stored = attrs.get(SIDE_BY_SIDE) or {}
-        if all({str(n) for n in steps[key]} <= set(stored.get(key, {})) for key in plans):
+        plans, steps = self._timing_work(study.user_attrs, choice)
+        if _timed_already(study.user_attrs, steps):
             return  # timed together already: a resumed tune
-        expected = 2 * sum(
-            latency * (1 + SIDE_BY_SIDE_REPEATS * sum(n / plan.steps for n in steps[key]))
-            for key, (plan, latency) in plans.items()
-        )
+        expected = _timing_seconds(plans, steps)
         if not deadline.allows(expected):
             deadline.cut(f"side-by-side timing of {len(plans)} plans: latencies from screening")
             return
@@ -770,6 +782,27 @@ class Evaluator:
                 for key, timed in zip(plans, timings, strict=True)
             },
         )
+
+    def _timing_work(
+        self, attrs: dict[str, Any], choice: Choice, curves_to_come: bool = False
+    ) -> tuple[dict[str, tuple[PipelinePlan, float]], dict[str, list[int]]]:
+        """What `time_tiers` times: the reference and the tiers by plan key, each with its
+        latency so far, and their step counts: its own, then its step curve's (with
+        ``curves_to_come``, a tier whose curve is not measured yet counts about half and
+        three quarters of its steps)."""
+        reference = Metrics.model_validate(attrs["reference"]["metrics"])
+        plans = {_plan_key(self.reference_plan): (self.reference_plan, reference.latency_s)}
+        for chosen in choice.tiers:
+            plan = chosen.item.plan
+            plans.setdefault(_plan_key(plan), (plan, chosen.metrics.latency_s))
+        tiers = {_plan_key(c.item.plan) for c in choice.tiers}
+        steps = {}
+        for key, (plan, _) in plans.items():
+            curve = sorted(p["steps"] for k, p in attrs.items() if k.startswith(f"curve:{key}:"))
+            if not curve and curves_to_come and key in tiers:
+                curve = sorted({max(1, round(plan.steps * f)) for f in (0.5, 0.75)} - {plan.steps})
+            steps[key] = [plan.steps, *curve]
+        return plans, steps
 
     def steps_curve(
         self, study: optuna.Study, chosen: Chosen[Assessed], limits: Constraints

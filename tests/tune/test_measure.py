@@ -341,6 +341,11 @@ def test_a_deadline_starts_no_work_that_would_not_end_in_time(monkeypatch) -> No
     assert done == ["a", "b"]  # at 8 s a third would end at 12 s, past the budget
     assert deadline.cuts == ["2 of 4 left out"]
     assert told == [("phase", 0, 4), ("phase", 1, 4), ("phase", 2, 4)]
+    clock["now"] = 100.0
+    earlier = deadline.reserving(5.0)  # work that must leave 5 s to what follows it
+    assert deadline.allows(6.0) and not earlier.allows(6.0) and earlier.allows(4.0)
+    earlier.cut("x")
+    assert deadline.cuts[-1] == "x"  # one record of what was left out
     unbounded = _evaluate.Deadline()
     assert list(unbounded.each("phase", ["a", "b"], str)) == ["a", "b"]
     assert unbounded.cuts == []
