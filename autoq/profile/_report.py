@@ -52,11 +52,16 @@ def _scatter(profile: Profile, x_of: str, x_label: str, scale: float) -> str:
         x, y = getattr(p, x_of), p.clip_score
         if x is not None and y is not None and _finite(x, y):
             points.append((x / scale, y, p.feasible))
-    tiers = [
-        (getattr(t.metrics, x_of) / scale, t.metrics.clip_score, t.name)
-        for t in profile.tiers
-        if _finite(getattr(t.metrics, x_of), t.metrics.clip_score)
-    ]
+    # A tier is ringed where its trial is: the search's timing, like every other point
+    # (its side-by-side latency, in the tables, was timed later, on another footing).
+    trials = {p.number: p for p in profile.trials}
+    tiers = []
+    for t in profile.tiers:
+        point = trials.get(t.trial) if t.trial is not None else None
+        x = getattr(point, x_of, None) if point is not None else None
+        x = getattr(t.metrics, x_of) if x is None else x
+        if _finite(x, t.metrics.clip_score):
+            tiers.append((x / scale, t.metrics.clip_score, t.name))
     xs = [p[0] for p in points] + [t[0] for t in tiers]
     ys = [p[1] for p in points] + [t[1] for t in tiers]
     if not xs:
@@ -271,7 +276,9 @@ study <code>{_e(study.study_name)}</code>
 Constraints: {_e(constraints)}.
 Machine during the tune: {_e(conditions_text(profile))}.{_left_out(study)}</p>
 <h2>Pareto front</h2>
-<p>Blue: feasible trials; grey: infeasible; red rings: the profile's tiers.</p>
+<p>Blue: feasible trials; grey: infeasible; red rings: the profile's tiers. Latencies as
+the search timed each trial; the tables' tier latencies were timed side by side at the
+end.</p>
 {_scatter(profile, "peak_memory_bytes", "peak memory (MiB)", 2**20)}
 {_scatter(profile, "latency_s", "latency (s)", 1.0)}
 <h2>Same prompts, same seeds, every tier</h2>

@@ -118,6 +118,21 @@ def test_report_shows_intervals_failures_conditions_and_steps(tmp_path: Path) ->
     assert "<td>latency</td>" in page  # cheapest_in
 
 
+def test_tiers_are_ringed_where_their_trials_are() -> None:
+    import re
+
+    from autoq.profile._report import _scatter
+
+    profile = _rich_profile()  # trial 0: 0.3 s, CLIP 30
+    timed = profile.tiers[0].metrics.model_copy(update={"latency_s": 9.0, "clip_score": 30.0})
+    tier = profile.tiers[0].model_copy(update={"trial": 0, "metrics": timed})
+    svg = _scatter(profile.model_copy(update={"tiers": [tier]}), "latency_s", "latency", 1.0)
+    dot = re.search(r'<circle cx="([\d.]+)" cy="([\d.]+)" r="3"', svg)
+    ring = re.search(r'<circle cx="([\d.]+)" cy="([\d.]+)" r="7"', svg)
+    assert dot and ring and dot.groups() == ring.groups()  # not at its side-by-side 9 s
+    assert ">9<" not in svg
+
+
 def test_notes_say_when_the_machine_drifted_during_the_tune() -> None:
     profile = _rich_profile()
 
