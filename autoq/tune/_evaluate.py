@@ -10,9 +10,10 @@ Images are spent where they decide something: every trial is screened on the fir
 `EvalSet.screen` images; after the search, the plans that could still be on the feasible
 front (not surely dominated, not surely below the quality floor) are extended to the full
 set (one racing round), and only then are tiers chosen. Each chosen tier is then measured
-at about half its steps for the runtime's step dial. Under a time budget (`Deadline`)
-these phases run in that order of importance and stop where the budget ends; a rerun
-finishes them.
+at about half its steps for the runtime's step dial, and the reference and the tiers
+are timed again side by side, so that their latencies compare. Under a time budget
+(`Deadline`) these phases run in that order of importance (the curves leaving the timing
+its time) and stop where the budget ends; a rerun finishes them.
 
 Everything lives in the study (user attributes) and the work folder, so a resumed tune
 reuses it and `export_profile` rebuilds the same tiers without measuring.
@@ -722,8 +723,9 @@ class Evaluator:
 
     def finish(self, study: optuna.Study, tiers: int, deadline: Deadline | None = None) -> None:
         """After the search: race the front to the full set, take the borderline corners
-        to the deep set, choose the tiers, measure their step curves; each step only
-        while ``deadline`` allows. Writing the profile afterwards chooses the same tiers."""
+        to the deep set, choose the tiers, measure their step curves, time them and the
+        reference side by side; each step only while ``deadline`` allows. Writing the
+        profile afterwards chooses the same tiers."""
         deadline = deadline or Deadline()
         self.race(study, tiers, deadline)
         self.deepen(study, deadline)
