@@ -83,6 +83,10 @@ DEFAULT_TIER_DROP_PCT = 10.0
 RACE_FACTOR = 2
 """Plans extended to the full set after the search: this many per wanted tier."""
 
+RACE = "race"
+"""Study attribute: ``{"through": last trial number weighed, "picked": [trial numbers]}``
+of the races so far (`Evaluator.race`)."""
+
 SIDE_BY_SIDE = "side_by_side"
 """Study attribute: ``{plan key: {steps: seconds}}`` of the reference and the tiers (and
 their step curves), timed together at the end of the tune (`Evaluator.time_tiers`)."""
@@ -233,11 +237,11 @@ def finalists(
     reference_clip: float,
     count: int,
     full: int,
+    since: int = -1,
 ) -> list[Assessed]:
     """Plans worth extending to the ``full`` evaluation set: not surely infeasible, not
-    surely dominated, not measured on the full set already. Plans raced before that are
-    still open take their places among the ``count``, so a resumed tune races only what
-    its new trials brought.
+    surely dominated, not measured on the full set already, measured by a trial numbered
+    above ``since`` (the plans an earlier race already weighed are not weighed again).
 
     Surely dominated: another plan's CLIP interval lies wholly above this one's and it is
     no slower and no larger. If more than ``count`` remain, the plans whose point estimate
@@ -256,13 +260,12 @@ def finalists(
             and b.peak_memory_bytes <= a.peak_memory_bytes
         )
 
-    unbeaten = [a for a in hopeful if not any(surely_beats(b.metrics, a.metrics) for b in hopeful)]
-    open_ = [a for a in unbeaten if a.metrics.n_images < full]
-    raced = len(unbeaten) - len(open_)
+    pending = [a for a in hopeful if a.metrics.n_images < full and a.trial.number > since]
+    open_ = [a for a in pending if not any(surely_beats(b.metrics, a.metrics) for b in hopeful)]
     likely = [a for a in open_ if _meets(constraints, _central(a.metrics), reference_clip)]
     picks: list[Assessed] = []
     for group in (likely, [a for a in open_ if a not in likely]):
-        room = count - raced - len(picks)
+        room = count - len(picks)
         if room <= 0:
             break
         if len(group) <= room:
@@ -663,21 +666,40 @@ class Evaluator:
 
     def race(self, study: optuna.Study, tiers: int, deadline: Deadline) -> None:
         """Extend the plans that could still make a tier to the full evaluation set, the
-        likeliest first, while ``deadline`` allows."""
+        likeliest first, while ``deadline`` allows.
+
+        Each race weighs the trials measured since the last one (`RACE`: the last trial
+        weighed and the plans picked), so a rerun of a finished study races nothing, a
+        rerun with more trials races what they brought, and one after a race the budget cut
+        short finishes it."""
         attrs = study.user_attrs
         constraints = tier_constraints(Constraints.model_validate(attrs["constraints"]))
-        reference_clip = _reference_clip(attrs)
-        chosen = finalists(
-            assess(study), constraints, reference_clip, RACE_FACTOR * tiers, self.evalset.full
-        )
-        log.info("race_start", plans=len(chosen), images=self.evalset.full)
+        assessed = assess(study)
         full = self.evalset.full
-        for assessed in deadline.each(
+        state = attrs.get(RACE) or {"through": -1, "picked": []}
+        newest = max((a.trial.number for a in assessed), default=-1)
+        if newest > state["through"]:
+            fresh = finalists(
+                assessed,
+                constraints,
+                _reference_clip(attrs),
+                RACE_FACTOR * tiers,
+                full,
+                since=state["through"],
+            )
+            picked = [*state["picked"], *(a.trial.number for a in fresh)]
+            state = {"through": newest, "picked": picked}
+            study.set_user_attr(RACE, state)
+        chosen = [
+            a for a in assessed if a.trial.number in state["picked"] and a.metrics.n_images < full
+        ]
+        log.info("race_start", plans=len(chosen), images=full)
+        for plan in deadline.each(
             "racing",
             chosen,
             lambda n: f"racing: {n} of {len(chosen)} plans not raced to {full} images",
         ):
-            self.extend(study, assessed)
+            self.extend(study, plan)
 
     def deepen(self, study: optuna.Study, deadline: Deadline) -> None:
         """Measure the plans of `borderline_corners` (and the reference) on the deep set,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from autoq.pipeline import PipelinePlan
@@ -93,7 +95,8 @@ def _assessed(
         weight_bytes=int(mib * 2**20),
         memory_method="x",
     )
-    return Assessed(trial=number, plan=None, metrics=metrics, evidence={})  # type: ignore[arg-type]
+    trial = SimpleNamespace(number=number)  # what racing reads of a trial
+    return Assessed(trial=trial, plan=None, metrics=metrics, evidence={})  # type: ignore[arg-type]
 
 
 def test_racing_keeps_plans_that_could_still_make_a_tier() -> None:
@@ -107,16 +110,19 @@ def test_racing_keeps_plans_that_could_still_make_a_tier() -> None:
     ]
     limits = tier_constraints(Constraints())
     kept = finalists(plans, limits, reference_clip=70.0, count=8, full=32)
-    assert [a.trial for a in kept] == [0, 2, 4]
+    assert [a.trial.number for a in kept] == [0, 2, 4]
 
 
-def test_a_resumed_race_counts_the_plans_raced_before() -> None:
+def test_a_later_race_weighs_only_the_trials_since_the_last() -> None:
     raced = [_assessed(i, 69, 2, 0.9 + i / 10, 30 + i, n=32) for i in range(3)]
-    new = [_assessed(3, 70, 2, 0.5, 20), _assessed(4, 68, 3, 0.6, 25)]
+    passed_over = _assessed(3, 68, 3, 0.7, 26)  # weighed by the first race, not picked
+    new = [_assessed(4, 70, 2, 0.5, 20), _assessed(5, 68, 3, 0.6, 25)]
     limits = tier_constraints(Constraints())
-    assert finalists(raced, limits, 70.0, count=3, full=32) == []  # a rerun races nothing
-    kept = finalists([*raced, *new], limits, 70.0, count=4, full=32)
-    assert [a.trial for a in kept] == [3]  # one place left: the new trials' best
+    plans = [*raced, passed_over, *new]
+    assert finalists(plans[:4], limits, 70.0, count=3, full=32, since=3) == []  # a rerun
+    kept = finalists(plans, limits, 70.0, count=1, full=32, since=3)
+    assert [a.trial.number for a in kept] == [4]  # the new trials' best: they compete among them
+    assert {a.trial.number for a in finalists(plans, limits, 70.0, count=3, full=32)} == {3, 4, 5}
 
 
 def test_racing_spends_scarce_slots_on_plans_that_look_feasible_first() -> None:
@@ -129,7 +135,7 @@ def test_racing_spends_scarce_slots_on_plans_that_look_feasible_first() -> None:
     limits = tier_constraints(Constraints())
 
     def picked(count: int) -> set[int]:
-        return {a.trial for a in finalists(plans, limits, 70.0, count=count, full=32)}  # type: ignore[misc]
+        return {a.trial.number for a in finalists(plans, limits, 70.0, count=count, full=32)}  # type: ignore[misc]
 
     assert picked(3) == {0, 2, 3}
     assert picked(2) == {0, 3}  # the spanning choice among them: best and fastest/smallest
@@ -322,7 +328,7 @@ def test_borderline_plans_that_would_widen_the_span_go_to_the_deep_set() -> None
     unraced.metrics = unraced.metrics.model_copy(update={"n_images": 3})
     plans = [sure, small, small_2, fast, below, middle, unraced]
     picks = borderline_corners(plans, Constraints(), 70.0, full=6)
-    assert [a.trial for a in picks] == [1, 3]
+    assert [a.trial.number for a in picks] == [1, 3]
     assert borderline_corners([small, fast], Constraints(), 70.0, full=6) == []  # no anchor
 
 
