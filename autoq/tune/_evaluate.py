@@ -676,8 +676,11 @@ class Evaluator:
         constraints = tier_constraints(Constraints.model_validate(attrs["constraints"]))
         assessed = assess(study)
         full = self.evalset.full
-        state = attrs.get(RACE) or {"through": -1, "picked": []}
         newest = max((a.trial.number for a in assessed), default=-1)
+        state = attrs.get(RACE)
+        if state is None:  # a study raced before this record was kept weighed them all
+            raced = any(a.metrics.n_images >= full for a in assessed)
+            state = {"through": newest if raced else -1, "picked": []}
         if newest > state["through"]:
             fresh = finalists(
                 assessed,
