@@ -679,7 +679,7 @@ class Evaluator:
         newest = max((a.trial.number for a in assessed), default=-1)
         state = attrs.get(RACE)
         if state is None:  # a study raced before this record was kept weighed them all
-            raced = any(a.metrics.n_images >= full for a in assessed)
+            raced = any(key.startswith("extension:") for key in attrs)
             state = {"through": newest if raced else -1, "picked": []}
         if newest > state["through"]:
             fresh = finalists(
