@@ -693,8 +693,11 @@ class Evaluator:
             picked = [*state["picked"], *(a.trial.number for a in fresh)]
             state = {"through": newest, "picked": picked}
             study.set_user_attr(RACE, state)
-        chosen = [
-            a for a in assessed if a.trial.number in state["picked"] and a.metrics.n_images < full
+        by_number = {a.trial.number: a for a in assessed}
+        chosen = [  # in the order picked: the likeliest first
+            by_number[n]
+            for n in state["picked"]
+            if n in by_number and by_number[n].metrics.n_images < full
         ]
         log.info("race_start", plans=len(chosen), images=full)
         for plan in deadline.each(
