@@ -324,7 +324,7 @@ class Choice:
 
     def timed(self, plan: PipelinePlan, metrics: Metrics) -> Metrics:
         """``metrics`` of ``plan`` with its latency from the side-by-side timing, if any."""
-        seconds = (self.timing or {}).get(_plan_key(plan), {}).get(str(plan.steps))
+        seconds = _side_by_side(self.timing, plan, plan.steps)
         if not seconds:
             return metrics
         return metrics.model_copy(
@@ -360,6 +360,13 @@ def choose(study: optuna.Study, k: int) -> Choice:
         choice.tiers = [Chosen(c.item, choice.timed(c.item.plan, c.metrics)) for c in tiers]
         mark_cheapest(choice.tiers)
     return choice
+
+
+def _side_by_side(
+    timing: dict[str, dict[str, list[float]]] | None, plan: PipelinePlan, steps: int
+) -> list[float] | None:
+    """``plan``'s side-by-side timings at ``steps`` (`SIDE_BY_SIDE`), if it was timed so."""
+    return (timing or {}).get(_plan_key(plan), {}).get(str(steps))
 
 
 def _timed_already(attrs: dict[str, Any], steps: dict[str, list[int]]) -> bool:
@@ -529,10 +536,8 @@ class Evaluator:
     # fp32 at a plan's steps and scheduler
 
     def _fp32_plan(self, steps: int, scheduler: str) -> PipelinePlan:
-        return PipelinePlan(
-            precisions=dict.fromkeys(self.reference_plan.precisions, "fp32"),
-            steps=steps,
-            scheduler=scheduler,
+        return self.reference_plan.fp32().model_copy(
+            update={"steps": steps, "scheduler": scheduler}
         )
 
     def _fp32_folder(self, steps: int, scheduler: str) -> Path:
@@ -938,12 +943,12 @@ def tier_curve(
     ]
     min_steps = plan.steps if limits.quality_shortfall(metrics, reference_clip) <= 0 else None
     prefix = f"curve:{_plan_key(plan)}:"
-    timed = (timing or {}).get(_plan_key(plan), {})
     for key, point in attrs.items():
         if not key.startswith(prefix):
             continue
-        if timed.get(str(point["steps"])):
-            point = {**point, "seconds": timed[str(point["steps"])]}
+        seconds = _side_by_side(timing, plan, point["steps"])
+        if seconds:
+            point = {**point, "seconds": seconds}
         step, _ = _point_metrics(attrs, point, reference)
         points.append(step)
         if min_steps is not None and _curve_point_meets(

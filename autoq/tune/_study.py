@@ -28,8 +28,8 @@ log = get_logger("autoq.tune")
 
 SEARCH_SHARE = 0.5
 """Under a time budget, the search may spend this share of what the reference left; the
-rest is for racing, the deep set and the step curves (at the default settings they took
-1.4-2x the search's time)."""
+rest is for racing, the deep set, the step curves and the side-by-side timing (at the
+default settings they took 1.4-2x the search's time)."""
 
 
 def _study_context(tuner: Tuner) -> dict[str, Any]:
