@@ -9,11 +9,12 @@ many images as any plan needed there. A plan's CLIP estimate is their sum.
 Images are spent where they decide something: every trial is screened on the first
 `EvalSet.screen` images; after the search, the plans that could still be on the feasible
 front (not surely dominated, not surely below the quality floor) are extended to the full
-set (one racing round), and only then are tiers chosen. Each chosen tier is then measured
-at about half its steps for the runtime's step dial, and the reference and the tiers
-are timed again side by side, so that their latencies compare. Under a time budget
-(`Deadline`) these phases run in that order of importance (the curves leaving the timing
-its time) and stop where the budget ends; a rerun finishes them.
+set (one racing round). The raced plans and the reference are then timed again side by
+side, so that their latencies compare, and only then are tiers chosen. Each chosen tier
+is then measured at about half its steps for the runtime's step dial, and timed there
+beside its own steps. Under a time budget (`Deadline`) these phases run in that order of
+importance (the curves leaving the dial's timing its time) and stop where the budget
+ends; a rerun finishes them.
 
 Everything lives in the study (user attributes) and the work folder, so a resumed tune
 reuses it and `export_profile` rebuilds the same tiers without measuring.
@@ -48,7 +49,7 @@ from autoq.tune._measure import (
     synchronize,
     time_side_by_side,
 )
-from autoq.tune._tiers import Chosen, mark_cheapest, select_tiers
+from autoq.tune._tiers import Chosen, select_tiers
 
 if TYPE_CHECKING:
     import optuna
@@ -67,6 +68,7 @@ __all__ = [
     "assess",
     "borderline_corners",
     "choose",
+    "choose_among",
     "finalists",
     "tier_constraints",
     "tune_conditions",
@@ -88,8 +90,14 @@ RACE = "race"
 of the races so far (`Evaluator.race`)."""
 
 SIDE_BY_SIDE = "side_by_side"
-"""Study attribute: ``{plan key: {steps: seconds}}`` of the reference and the tiers (and
-their step curves), timed together at the end of the tune (`Evaluator.time_tiers`)."""
+"""Study attribute: ``{plan key: {steps: seconds}}`` of the reference and every plan tiers
+are chosen from, at its own steps, timed together before the tiers are chosen
+(`Evaluator.line_up`)."""
+
+STEP_DIAL = "step_dial_timing"
+"""Study attribute: ``{plan key: {steps: seconds}}`` of each tier at its own steps and its
+step curve's, timed together (`Evaluator.time_step_dials`). Only their ratios are used:
+they scale the tier's `SIDE_BY_SIDE` latency (`Choice.step_dial`)."""
 
 
 def _plan_key(plan: PipelinePlan) -> str:
@@ -319,8 +327,11 @@ class Choice:
     feasible: set[int]
     """Trial numbers of every feasible plan (under the user's own constraints)."""
     timing: dict[str, dict[str, list[float]]] | None = None
-    """The side-by-side timings the tiers' and the reference's latencies come from, when
-    they cover all of them (else every latency is the plan's own, from its screening)."""
+    """The side-by-side timings (`SIDE_BY_SIDE`) the tiers were chosen on and the tiers'
+    and the reference's latencies come from, when they cover the reference and every
+    candidate (else every latency is the plan's own, from its screening)."""
+    dial: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """The tiers' step-dial timings (`STEP_DIAL`)."""
 
     def timed(self, plan: PipelinePlan, metrics: Metrics) -> Metrics:
         """``metrics`` of ``plan`` with its latency from the side-by-side timing, if any."""
@@ -331,47 +342,72 @@ class Choice:
             update={"latency_s": statistics.median(seconds), "latency_p90_s": p90(seconds)}
         )
 
+    def step_dial(self, plan: PipelinePlan) -> dict[int, list[float]]:
+        """``plan``'s timings at its step curve's step counts, on the side-by-side timing's
+        scale: timed beside its own steps, and multiplied by how its own steps timed in the
+        side-by-side timing over how they timed then (empty when either is missing)."""
+        own = _side_by_side(self.timing, plan, plan.steps)
+        dial = self.dial.get(_plan_key(plan), {})
+        base = dial.get(str(plan.steps))
+        if not own or not base:
+            return {}
+        scale = statistics.median(own) / statistics.median(base)
+        return {int(n): [t * scale for t in seconds] for n, seconds in dial.items()}
 
-def choose(study: optuna.Study, k: int) -> Choice:
-    """Tiers from the study's evidence: deterministic, so tune and export agree."""
-    attrs = study.user_attrs
+
+def _candidates(
+    attrs: dict[str, Any], assessed: Sequence[Assessed]
+) -> tuple[list[Assessed], Constraints, set[int]]:
+    """The plans tiers are chosen from, the limits they meet (the user's plus the default
+    floor, or the user's alone when nothing meets both) and every feasible trial number.
+
+    The candidates are the plans raced to the full set whenever there are any (a race the
+    time budget or a signal cut short included); before racing, the screened plans."""
     constraints = Constraints.model_validate(attrs["constraints"])
     reference_clip = _reference_clip(attrs)
-    assessed = assess(study)
     ok = [a for a in assessed if _meets(constraints, a.metrics, reference_clip)]
     limits = tier_constraints(constraints)
     floored = [a for a in ok if _meets(limits, a.metrics, reference_clip)]
     if not floored:  # nothing within the default floor: the user's limits alone
         floored, limits = ok, constraints
-    floor = limits.effective_min_clip(reference_clip)
     full = evalset_of(attrs).full
-    # Tiers come from plans raced to the full set whenever there are any (a race the time
-    # budget or a signal cut short included); before racing, from the screened plans.
     pool = [a for a in floored if a.metrics.n_images >= full] or floored
-    tiers = select_tiers([(a, a.metrics) for a in pool], k) if pool else []
-    choice = Choice(tiers, limits, floor, {a.trial.number for a in ok})
-    # Latencies timed side by side replace the screening's, once they cover the reference
-    # and every tier (timed at different moments, a drifting machine misorders them). The
-    # choice above stays on the screening's, so it is the one that was timed.
+    return pool, limits, {a.trial.number for a in ok}
+
+
+def choose(study: optuna.Study, k: int) -> Choice:
+    """Tiers from the study's evidence: deterministic, so tune and export agree."""
+    return choose_among(study.user_attrs, assess(study), k)
+
+
+def choose_among(attrs: dict[str, Any], assessed: Sequence[Assessed], k: int) -> Choice:
+    """`choose` over plans already assessed (``attrs``: the study's user attributes)."""
+    pool, limits, feasible = _candidates(attrs, assessed)
+    floor = limits.effective_min_clip(_reference_clip(attrs))
+    # Latencies timed side by side replace the screening's once they cover the reference
+    # and every candidate: timed at different moments, a drifting machine misorders them.
     timing = attrs.get(SIDE_BY_SIDE) or {}
     reference = PipelinePlan.model_validate(attrs["reference"]["plan"])
-    if tiers and all(_plan_key(p) in timing for p in [reference, *(c.item.plan for c in tiers)]):
-        choice.timing = timing
-        choice.tiers = [Chosen(c.item, choice.timed(c.item.plan, c.metrics)) for c in tiers]
-        mark_cheapest(choice.tiers)
+    lined_up = bool(pool) and all(
+        _side_by_side(timing, p, p.steps) for p in [reference, *(a.plan for a in pool)]
+    )
+    choice = Choice(
+        [], limits, floor, feasible, timing if lined_up else None, attrs.get(STEP_DIAL) or {}
+    )
+    choice.tiers = select_tiers([(a, choice.timed(a.plan, a.metrics)) for a in pool], k)
     return choice
 
 
 def _side_by_side(
     timing: dict[str, dict[str, list[float]]] | None, plan: PipelinePlan, steps: int
 ) -> list[float] | None:
-    """``plan``'s side-by-side timings at ``steps`` (`SIDE_BY_SIDE`), if it was timed so."""
+    """``plan``'s timings at ``steps`` in ``timing`` (`SIDE_BY_SIDE`), if it was timed so."""
     return (timing or {}).get(_plan_key(plan), {}).get(str(steps))
 
 
-def _timed_already(attrs: dict[str, Any], steps: dict[str, list[int]]) -> bool:
-    """Whether the study's side-by-side timing covers every plan and step count."""
-    stored = attrs.get(SIDE_BY_SIDE) or {}
+def _timed_already(stored: dict[str, Any] | None, steps: dict[str, list[int]]) -> bool:
+    """Whether ``stored`` timings cover every plan and step count of ``steps``."""
+    stored = stored or {}
     return all(
         {str(n) for n in counts} <= set(stored.get(key, {})) for key, counts in steps.items()
     )
@@ -756,19 +792,21 @@ class Evaluator:
 
     def finish(self, study: optuna.Study, tiers: int, deadline: Deadline | None = None) -> None:
         """After the search: race the front to the full set, take the borderline corners
-        to the deep set, choose the tiers, measure their step curves, time them and the
-        reference side by side; each step only while ``deadline`` allows. Writing the
-        profile afterwards chooses the same tiers."""
+        to the deep set, time the raced plans and the reference side by side, choose the
+        tiers, measure their step curves and time those beside the tiers' own steps; each
+        step only while ``deadline`` allows. Writing the profile afterwards chooses the
+        same tiers."""
         deadline = deadline or Deadline()
         self.race(study, tiers, deadline)
         self.deepen(study, deadline)
+        self.line_up(study, deadline)
         choice = choose(study, tiers)
         log.info("steps_curves_start", tiers=len(choice.tiers))
         count = len(choice.tiers)
-        # The curves leave the side-by-side timing what it is expected to take: latencies
-        # that compare come before the step dial.
-        plans, steps = self._timing_work(study.user_attrs, choice, curves_to_come=True)
-        done = not choice.tiers or _timed_already(study.user_attrs, steps)
+        # The curves leave the dial's timing what it is expected to take: a dial whose
+        # latencies compare with the tiers' comes before a longer one.
+        plans, steps = self._dial_work(study.user_attrs, choice, curves_to_come=True)
+        done = _timed_already(study.user_attrs.get(STEP_DIAL), steps)
         timing = 0.0 if done else _timing_seconds(plans, steps)
         for chosen in deadline.reserving(timing).each(
             "step curves",
@@ -776,23 +814,67 @@ class Evaluator:
             lambda n: f"step curves: {n} of {count} tiers not measured",
         ):
             self.steps_curve(study, chosen, choice.constraints)
-        self.time_tiers(study, choice, deadline)
+        self.time_step_dials(study, choice, deadline)
 
-    def time_tiers(self, study: optuna.Study, choice: Choice, deadline: Deadline) -> None:
-        """Time the reference and every tier, at its steps and its step curve's, side by
-        side (`time_side_by_side`) into `SIDE_BY_SIDE`, while ``deadline`` allows."""
+    def line_up(self, study: optuna.Study, deadline: Deadline) -> None:
+        """Time the reference and every plan tiers are chosen from (`_candidates`), at its
+        own steps, side by side into `SIDE_BY_SIDE`, while ``deadline`` allows."""
+        attrs = study.user_attrs
+        pool, _, _ = _candidates(attrs, assess(study))
+        if not pool:
+            return  # nothing to compare the reference with
+        reference = Metrics.model_validate(attrs["reference"]["metrics"])
+        plans = {_plan_key(self.reference_plan): (self.reference_plan, reference.latency_s)}
+        for a in pool:
+            plans.setdefault(_plan_key(a.plan), (a.plan, a.metrics.latency_s))
+        steps = {key: [plan.steps] for key, (plan, _) in plans.items()}
+        self._time_together(
+            study,
+            SIDE_BY_SIDE,
+            plans,
+            steps,
+            deadline,
+            ("side-by-side timing", "tiers chosen on screening latencies"),
+        )
+
+    def time_step_dials(self, study: optuna.Study, choice: Choice, deadline: Deadline) -> None:
+        """Time each tier at its own steps and its step curve's, side by side into
+        `STEP_DIAL`, while ``deadline`` allows (only onto a side-by-side timing: the dial's
+        latencies are scaled to it)."""
+        if choice.timing is None:
+            return
+        plans, steps = self._dial_work(study.user_attrs, choice)
+        self._time_together(
+            study,
+            STEP_DIAL,
+            plans,
+            steps,
+            deadline,
+            ("step dial timing", "step-curve latencies from their own runs"),
+        )
+
+    def _time_together(
+        self,
+        study: optuna.Study,
+        attr: str,
+        plans: dict[str, tuple[PipelinePlan, float]],
+        steps: dict[str, list[int]],
+        deadline: Deadline,
+        phase: tuple[str, str],
+    ) -> None:
+        """`time_side_by_side` of ``plans`` at their ``steps`` into study attribute
+        ``attr``, unless timed there already or ``deadline`` leaves too little time
+        (``phase``: its name, and what a cut leaves in its place)."""
         from autoq.pipeline import assemble
 
-        if not choice.tiers:
-            return  # nothing to compare the reference with
-        plans, steps = self._timing_work(study.user_attrs, choice)
-        if _timed_already(study.user_attrs, steps):
+        name, instead = phase
+        if not plans or _timed_already(study.user_attrs.get(attr), steps):
             return  # timed together already: a resumed tune
         expected = _timing_seconds(plans, steps)
         if not deadline.allows(expected):
-            deadline.cut(f"side-by-side timing of {len(plans)} plans: latencies from screening")
+            deadline.cut(f"{name} of {len(plans)} plans: {instead}")
             return
-        log.info("side_by_side_start", plans=len(plans), expected_s=round(expected, 1))
+        log.info("side_by_side_start", phase=name, plans=len(plans), expected_s=round(expected, 1))
         prompt, seed = self.evalset.image(0)
 
         def ready(plan: PipelinePlan) -> Callable[[int], None]:
@@ -806,37 +888,35 @@ class Evaluator:
 
         def turn(done: int, total: int) -> None:
             if deadline.progress is not None:
-                deadline.progress("side-by-side timing", done, total)
+                deadline.progress(name, done, total)
 
         jobs = [(partial(ready, plan), steps[key]) for key, (plan, _) in plans.items()]
         timings = time_side_by_side(jobs, on_turn=turn)
         study.set_user_attr(
-            SIDE_BY_SIDE,
+            attr,
             {
                 key: {str(n): t for n, t in timed.items()}
                 for key, timed in zip(plans, timings, strict=True)
             },
         )
 
-    def _timing_work(
+    def _dial_work(
         self, attrs: dict[str, Any], choice: Choice, curves_to_come: bool = False
     ) -> tuple[dict[str, tuple[PipelinePlan, float]], dict[str, list[int]]]:
-        """What `time_tiers` times: the reference and the tiers by plan key, each with its
-        latency so far, and their step counts: its own, then its step curve's (with
+        """What `time_step_dials` times: the tiers with a step curve by plan key, each with
+        its latency so far, and their step counts: its own, then its curve's (with
         ``curves_to_come``, a tier whose curve is not measured yet counts about half and
         three quarters of its steps)."""
-        reference = Metrics.model_validate(attrs["reference"]["metrics"])
-        plans = {_plan_key(self.reference_plan): (self.reference_plan, reference.latency_s)}
+        plans, steps = {}, {}
         for chosen in choice.tiers:
             plan = chosen.item.plan
-            plans.setdefault(_plan_key(plan), (plan, chosen.metrics.latency_s))
-        tiers = {_plan_key(c.item.plan) for c in choice.tiers}
-        steps = {}
-        for key, (plan, _) in plans.items():
+            key = _plan_key(plan)
             curve = sorted(p["steps"] for k, p in attrs.items() if k.startswith(f"curve:{key}:"))
-            if not curve and curves_to_come and key in tiers:
+            if not curve and curves_to_come:
                 curve = sorted({max(1, round(plan.steps * f)) for f in (0.5, 0.75)} - {plan.steps})
-            steps[key] = [plan.steps, *curve]
+            if curve:
+                plans[key] = (plan, chosen.metrics.latency_s)
+                steps[key] = [plan.steps, *curve]
         return plans, steps
 
     def steps_curve(
@@ -925,11 +1005,11 @@ def tier_curve(
     attrs: dict[str, Any],
     chosen: Chosen[Assessed],
     limits: Constraints,
-    timing: dict[str, dict[str, list[float]]] | None = None,
+    dial: dict[int, list[float]] | None = None,
 ) -> tuple[list[StepPoint], int | None]:
     """A tier's step curve (ascending, its own steps included) and its ``min_steps``: the
     fewest measured steps still meeting the quality floor (judged with intervals). With
-    ``timing`` (`Choice.timing`), the points' latencies come from it."""
+    ``dial`` (`Choice.step_dial`), the points' latencies come from it."""
     plan, metrics = chosen.item.plan, chosen.metrics
     reference = attrs["reference"]["evidence"]["scores"]
     reference_clip = _reference_clip(attrs)
@@ -946,7 +1026,7 @@ def tier_curve(
     for key, point in attrs.items():
         if not key.startswith(prefix):
             continue
-        seconds = _side_by_side(timing, plan, point["steps"])
+        seconds = (dial or {}).get(point["steps"])
         if seconds:
             point = {**point, "seconds": seconds}
         step, _ = _point_metrics(attrs, point, reference)

@@ -28,8 +28,8 @@ log = get_logger("autoq.tune")
 
 SEARCH_SHARE = 0.5
 """Under a time budget, the search may spend this share of what the reference left; the
-rest is for racing, the deep set, the step curves and the side-by-side timing (at the
-default settings they took 1.4-2x the search's time)."""
+rest is for racing, the deep set, the side-by-side timing, the step curves and their
+timing (at the default settings they took 1.4-2x the search's time)."""
 
 
 def _study_context(tuner: Tuner) -> dict[str, Any]:
@@ -158,8 +158,8 @@ def tune(
         config: What to tune and under which constraints.
         on_trial: Progress callback ``(trials counted, trials wanted, best feasible CLIP)``.
         on_phase: Progress callback of the phases after the search: ``(phase, done,
-            total)``, phase ``"racing"``, ``"deep set"``, ``"step curves"`` or
-            ``"side-by-side timing"``.
+            total)``, phase ``"racing"``, ``"deep set"``, ``"side-by-side timing"``,
+            ``"step curves"`` or ``"step dial timing"``.
 
     Returns:
         The profile's path and content.

@@ -97,7 +97,9 @@ def write_study_profile(
             profile_dir / "tiers" / name,
             len(evalset.prompts),
         )
-        curve, min_steps = tier_curve(attrs, chosen, choice.constraints, choice.timing)
+        curve, min_steps = tier_curve(
+            attrs, chosen, choice.constraints, choice.step_dial(chosen.item.plan)
+        )
         tiers.append(
             Tier(
                 name=name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -9,8 +10,11 @@ import pytest
 from autoq.pipeline import PipelinePlan
 from autoq.profile import Constraints, Metrics
 from autoq.tune._evaluate import (
+    SIDE_BY_SIDE,
     Assessed,
+    Choice,
     _plan_key,
+    choose_among,
     finalists,
     tier_constraints,
     tier_curve,
@@ -162,17 +166,73 @@ def test_step_curve_is_ascending_and_min_steps_keeps_to_the_floor() -> None:
         f"{key}:5": {"steps": 5, "scores": [r - 20 for r in reference], "seconds": [0.1]},
     }
     own = _assessed(0, 71.0, 1, 0.4, 30).metrics
-    curve, min_steps = tier_curve(
-        attrs, Chosen(Assessed(0, plan, own, {}), own), tier_constraints(Constraints())
-    )  # type: ignore[arg-type]
+    chosen = Chosen(Assessed(0, plan, own, {}), own)  # type: ignore[arg-type]
+    curve, min_steps = tier_curve(attrs, chosen, tier_constraints(Constraints()))
     assert [p.steps for p in curve] == [5, 10, 20]
     assert [p.latency_s for p in curve] == [0.1, 0.2, 0.4]
     assert min_steps == 10  # 5 steps lose 20 points: under the floor
-    timing = {_plan_key(plan): {"10": [0.3, 0.5], "5": [0.2]}}  # timed side by side later
-    timed, _ = tier_curve(
-        attrs, Chosen(Assessed(0, plan, own, {}), own), tier_constraints(Constraints()), timing
-    )  # type: ignore[arg-type]
+    # Timed later beside its own steps, on a machine then 2x slower than in the line-up
+    # (0.4 s there): the dial keeps the ratios and takes the line-up's scale.
+    choice = Choice(
+        [],
+        Constraints(),
+        None,
+        set(),
+        timing={_plan_key(plan): {"20": [0.4]}},
+        dial={_plan_key(plan): {"20": [0.8], "10": [0.6, 1.0], "5": [0.4]}},
+    )
+    dial = choice.step_dial(plan)
+    assert dial == {20: [0.4], 10: [0.3, 0.5], 5: [0.2]}
+    timed, _ = tier_curve(attrs, chosen, tier_constraints(Constraints()), dial)
     assert [p.latency_s for p in timed] == [0.2, 0.4, 0.4]
+    assert Choice([], Constraints(), None, set()).step_dial(plan) == {}  # no line-up: no dial
+
+
+def _raced(steps: int, clip: float, latency: float) -> Assessed:
+    """A plan raced to the full set (32 images), screened at ``latency`` seconds."""
+    plan = PipelinePlan(
+        precisions=dict.fromkeys(("unet", "text_encoder", "vae"), "fp32"), steps=steps
+    )
+    return replace(_assessed(steps, clip, 2, latency, 48, n=32), plan=plan)
+
+
+def test_tiers_are_chosen_on_the_side_by_side_latencies() -> None:
+    best, early, late = _raced(15, 74, 0.50), _raced(10, 70, 0.30), _raced(12, 70, 0.40)
+    reference = PipelinePlan(
+        precisions=dict.fromkeys(("unet", "text_encoder", "vae"), "fp32"), steps=30
+    )
+    attrs = {
+        "constraints": Constraints().model_dump(),
+        "prompts": PROMPTS,
+        "seeds": [0, 1],
+        "screen": 6,
+        "full": 32,
+        "reference": {"plan": reference.model_dump(mode="json"), "metrics": {"clip_score": 70.0}},
+    }
+    plans = [best, early, late]
+
+    def fastest(choice: Choice) -> Assessed:
+        return next(c.item for c in choice.tiers if "latency" in c.cheapest_in)
+
+    # Screened minutes apart: `early` ran while the machine was fast, so looks fastest.
+    assert choose_among(attrs, plans, 3).timing is None
+    assert fastest(choose_among(attrs, plans, 3)) is early
+    # Timed side by side, `late` is the faster one.
+    line_up = {
+        _plan_key(reference): {"30": [1.0, 1.0]},
+        _plan_key(best.plan): {"15": [0.50, 0.52]},
+        _plan_key(early.plan): {"10": [0.40, 0.42]},
+        _plan_key(late.plan): {"12": [0.30, 0.31]},
+    }
+    choice = choose_among({**attrs, SIDE_BY_SIDE: line_up}, plans, 3)
+    assert choice.timing == line_up
+    assert fastest(choice) is late
+    assert {c.item.trial.number: c.metrics.latency_s for c in choice.tiers}[12] == 0.305
+    # A line-up missing a candidate (a rerun raced a new plan since) is not used at all.
+    partial_line_up = {k: v for k, v in line_up.items() if k != _plan_key(late.plan)}
+    stale = choose_among({**attrs, SIDE_BY_SIDE: partial_line_up}, plans, 3)
+    assert stale.timing is None
+    assert fastest(stale) is early
 
 
 def test_side_by_side_timing_cancels_a_drifting_machine() -> None:

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from autoq.errors import ConfigError
 from autoq.profile import read_profile, write_report
 from autoq.tune import _objective, export_profile, tune
+from autoq.tune._evaluate import _candidates, assess
 from autoq.tune._search import outcome
 from autoq.tune._write import write_study_profile
 from tests.tune.conftest import fast_config
@@ -56,20 +57,29 @@ def test_profile_has_ordered_tiers_within_constraints(tuned) -> None:
 
 
 @pytest.mark.slow
-def test_tiers_and_reference_are_timed_side_by_side(tuned) -> None:
-    from autoq.tune._evaluate import SIDE_BY_SIDE, _plan_key
+def test_tiers_are_chosen_on_latencies_timed_side_by_side(tuned) -> None:
+    from autoq.tune._evaluate import SIDE_BY_SIDE, STEP_DIAL, _plan_key
     from autoq.tune._measure import SIDE_BY_SIDE_REPEATS
 
     result, _ = tuned
     profile = result.profile
     study = optuna.load_study(study_name=profile.study.study_name, storage=_db(result.path.parent))
-    timing = study.user_attrs[SIDE_BY_SIDE]
+    timing, dial = study.user_attrs[SIDE_BY_SIDE], study.user_attrs[STEP_DIAL]
+    candidates, _, _ = _candidates(study.user_attrs, assess(study))  # the plans tiers came from
+    assert {t.trial for t in profile.tiers} <= {a.trial.number for a in candidates}
+    for plan in [profile.reference.plan, *(a.plan for a in candidates)]:  # all lined up
+        assert len(timing[_plan_key(plan)][str(plan.steps)]) == 2 * SIDE_BY_SIDE_REPEATS
     for tier in [profile.reference, *profile.tiers]:
-        seconds = timing[_plan_key(tier.plan)]
-        assert len(seconds[str(tier.plan.steps)]) == 2 * SIDE_BY_SIDE_REPEATS  # both passes
-        assert tier.metrics.latency_s == statistics.median(seconds[str(tier.plan.steps)])
-        for point in tier.steps_curve:  # the step dial's points: timed in the same turns
-            assert point.latency_s == statistics.median(seconds[str(point.steps)])
+        own = timing[_plan_key(tier.plan)][str(tier.plan.steps)]
+        assert tier.metrics.latency_s == statistics.median(own)
+        if not tier.steps_curve:
+            continue
+        # The step dial's points: timed beside the tier's own steps, on the line-up's scale.
+        dialled = dial[_plan_key(tier.plan)]
+        scale = statistics.median(own) / statistics.median(dialled[str(tier.plan.steps)])
+        for point in tier.steps_curve:
+            expected = statistics.median(t * scale for t in dialled[str(point.steps)])
+            assert point.latency_s == pytest.approx(expected)
     assert profile.conditions is not None and profile.conditions.latency_drift is not None
     low, high = profile.conditions.latency_drift
     assert 0 < low <= high
@@ -181,8 +191,8 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
     left_out = cut.profile.study.left_out
     assert cut.profile.study.timeout_s == 0.01
     assert left_out[0] == "search: 1 of 3 trials measured"
-    assert left_out[-2].startswith("step curves: ")  # after the tiers...
-    assert left_out[-1].startswith("side-by-side timing of ")  # ...and the last phase
+    assert left_out[-2].startswith("side-by-side timing of ")  # before the tiers...
+    assert left_out[-1].startswith("step curves: ")  # ...and after them (no dial to time)
     assert all(len(t.steps_curve) == 1 for t in cut.profile.tiers)  # their own steps only
     note = next(line for line in cut.profile.notes() if line.startswith("time budget"))
     assert "re-run" in note and left_out[0] in note
@@ -200,13 +210,14 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
     assert racing[-1][0] == racing[-1][1]  # the progress of each phase reaches its total
     count = len(done.profile.tiers)
     assert ("step curves", count, count) in phases
-    turns = 2 * len(
-        {t.plan.model_dump_json() for t in [done.profile.reference, *done.profile.tiers]}
-    )
-    assert phases[-1] == ("side-by-side timing", turns, turns)
+    study = optuna.load_study(study_name=done.profile.study.study_name, storage=_db(tmp_path))
+    candidates, _, _ = _candidates(study.user_attrs, assess(study))
+    plans = [done.profile.reference.plan, *(a.plan for a in candidates)]
+    line_up = 2 * len({p.model_dump_json() for p in plans})  # two passes per plan
+    assert ("side-by-side timing", line_up, line_up) in phases
+    assert phases[-1] == ("step dial timing", 2 * count, 2 * count)  # two passes per tier
     assert done.profile.study.left_out == [] and done.profile.study.timeout_s is None
     assert not any(line.startswith("time budget") for line in done.profile.notes())
-    study = optuna.load_study(study_name=done.profile.study.study_name, storage=_db(tmp_path))
     assert sum(outcome(t) == "measured" for t in study.trials) == 3
     assert all(len(t.steps_curve) >= 2 for t in done.profile.tiers)
     samples = done.path.with_suffix("") / "tiers"  # only this profile's tiers keep samples
@@ -215,7 +226,7 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: P
     again: list[tuple[str, int, int]] = []  # a finished study: a rerun measures nothing
     same = tune(config.model_copy(update={"timeout_s": None}), on_phase=lambda *p: again.append(p))
     assert {total for phase, _, total in again if phase in ("racing", "deep set")} <= {0}
-    assert not [p for p in again if p[0] == "side-by-side timing"]
+    assert not [p for p in again if p[0] in ("side-by-side timing", "step dial timing")]
     assert same.profile.tiers == done.profile.tiers
 
     # Workers sharing a study each write what their own budget left out; the study keeps
