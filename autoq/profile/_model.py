@@ -229,8 +229,8 @@ class TuneConditions(BaseModel):
     """The load was high enough (more runnable work than cores) to distort latency."""
     latency_drift: tuple[float, float] | None = None
     """Lowest and highest ratio, over the reference and the tiers, of the latency timed side
-    by side at the end of the tune to the plan's earlier timing: how far the machine's speed
-    moved during the tune (the tiers' latencies are the side-by-side ones)."""
+    by side after racing to the plan's earlier timing: how far the machine's speed moved
+    during the tune (the tiers' latencies are the side-by-side ones)."""
 
     @property
     def drifted(self) -> bool:
@@ -351,7 +351,7 @@ class Profile(BaseModel):
         if self.conditions is not None and self.conditions.drifted:
             low, high = self.conditions.latency_drift or (1.0, 1.0)
             lines.append(
-                f"machine speed drifted during the tune (tiers timed side by side at the end "
+                f"machine speed drifted during the tune (tiers timed side by side after racing "
                 f"ran {low:.2f}-{high:.2f}x their earlier timings): the tiers' latencies "
                 "compare, the search's trial latencies only roughly"
             )

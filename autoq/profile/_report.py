@@ -53,7 +53,7 @@ def _scatter(profile: Profile, x_of: str, x_label: str, scale: float) -> str:
         if x is not None and y is not None and _finite(x, y):
             points.append((x / scale, y, p.feasible))
     # A tier is ringed where its trial is: the search's timing, like every other point
-    # (its side-by-side latency, in the tables, was timed later, on another footing).
+    # (its side-by-side latency, in the tables, was timed after racing, on another footing).
     trials = {p.number: p for p in profile.trials}
     tiers = []
     for t in profile.tiers:
@@ -214,7 +214,7 @@ def conditions_text(profile: Profile) -> str:
     if c.latency_drift is not None:
         low, high = c.latency_drift
         text += (
-            f"; tiers and reference timed side by side at the end: {low:.2f}-{high:.2f}x "
+            f"; tiers and reference timed side by side after racing: {low:.2f}-{high:.2f}x "
             "their earlier timings"
         )
     return text
@@ -277,8 +277,8 @@ Constraints: {_e(constraints)}.
 Machine during the tune: {_e(conditions_text(profile))}.{_left_out(study)}</p>
 <h2>Pareto front</h2>
 <p>Blue: feasible trials; grey: infeasible; red rings: the profile's tiers. Latencies as
-the search timed each trial; the tables' tier latencies were timed side by side at the
-end.</p>
+the search timed each trial; the tables' tier latencies were timed side by side after
+racing.</p>
 {_scatter(profile, "peak_memory_bytes", "peak memory (MiB)", 2**20)}
 {_scatter(profile, "latency_s", "latency (s)", 1.0)}
 <h2>Same prompts, same seeds, every tier</h2>

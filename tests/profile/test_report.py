@@ -114,7 +114,7 @@ def test_report_shows_intervals_failures_conditions_and_steps(tmp_path: Path) ->
     assert "dtype mismatch" in page and "latency above twice the limit" in page
     assert "pruned" in page and "failed" in page
     assert "busy: latencies may be distorted" in page
-    assert "timed side by side at the end: 0.80-1.10x" in page
+    assert "timed side by side after racing: 0.80-1.10x" in page
     assert "<td>latency</td>" in page  # cheapest_in
 
 
