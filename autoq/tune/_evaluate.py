@@ -279,7 +279,8 @@ def finalists(
         if len(group) <= room:
             picks += group
         else:
-            picks += [c.item for c in select_tiers([(a, a.metrics) for a in group], room)]
+            spanning = select_tiers([(a, a.metrics) for a in group], room, ties_cover=False)
+            picks += [c.item for c in spanning]
     return picks
 
 

@@ -2,11 +2,12 @@
 
 From the feasible plans (every limit met, quality judged with its interval), the tiers
 are always the best-quality plan, the fastest plan and the smallest plan (up to noise:
-of the plans within noise of the fastest or the smallest, the best CLIP estimate); the
-remaining slots go to the front's points farthest, in (log latency, log memory), from the
-tiers already chosen. A plan adds nothing, and is skipped, when a chosen tier is within
-measurement noise of it in every objective (overlapping quality intervals, latency and
-memory within their noise) or *covers* it: as good a CLIP estimate, and no slower and no
+of the plans within noise of the fastest or the smallest, the best CLIP estimate among
+those no other of them covers); the remaining slots go to the front's points farthest, in
+(log latency, log memory), from the tiers already chosen. A plan adds nothing, and is
+skipped, when a chosen tier is within measurement noise of it in every objective
+(overlapping quality intervals, latency and memory within their noise) or *covers* it: a
+CLIP estimate as good or tied with it (overlapping intervals), and no slower and no
 larger beyond noise. Each tier records which resource, among the chosen tiers, it is
 cheapest in.
 """
@@ -96,21 +97,26 @@ def _close(x: float, y: float, relative: float) -> bool:
 def within_noise(a: Metrics, b: Metrics) -> bool:
     """Whether two plans are indistinguishable in every objective: overlapping CLIP
     intervals, latency within its noise, peak memory within `MEMORY_NOISE`."""
-    qa = a.clip_ci or (a.clip_score, a.clip_score)
-    qb = b.clip_ci or (b.clip_score, b.clip_score)
     return (
-        overlap(qa, qb)
+        overlap(_quality_bounds(a), _quality_bounds(b))
         and _close(a.latency_s, b.latency_s, _latency_noise(a, b))
         and _close(a.peak_memory_bytes, b.peak_memory_bytes, MEMORY_NOISE)
     )
 
 
-def covers(p: Metrics, c: Metrics) -> bool:
+def _quality_bounds(m: Metrics) -> tuple[float, float]:
+    return m.clip_ci or (m.clip_score, m.clip_score)
+
+
+def covers(p: Metrics, c: Metrics, ties: bool = True) -> bool:
     """Whether a tier ``p`` leaves nothing for ``c`` to add: a CLIP estimate at least as
-    high, and no slower and no larger beyond their noise (``c`` is better nowhere beyond
-    noise)."""
+    high (or, with ``ties``, one it cannot be ranked against: overlapping intervals), and
+    no slower and no larger beyond their noise (``c`` is better nowhere beyond noise)."""
+    as_good = p.clip_score >= c.clip_score or (
+        ties and overlap(_quality_bounds(p), _quality_bounds(c))
+    )
     return (
-        p.clip_score >= c.clip_score
+        as_good
         and p.latency_s <= c.latency_s * (1 + _latency_noise(p, c))
         and p.peak_memory_bytes <= c.peak_memory_bytes * (1 + MEMORY_NOISE)
     )
@@ -129,12 +135,17 @@ def _position(m: Metrics) -> tuple[float, float]:
     return (math.log(max(m.latency_s, 1e-9)), math.log(max(m.peak_memory_bytes, 1)))
 
 
-def select_tiers(candidates: Sequence[tuple[T, Metrics]], k: int) -> list[Chosen[T]]:
+def select_tiers(
+    candidates: Sequence[tuple[T, Metrics]], k: int, *, ties_cover: bool = True
+) -> list[Chosen[T]]:
     """Up to ``k`` tiers from feasible ``candidates``, spanning quality, latency, memory.
 
     Args:
         candidates: Feasible ``(item, metrics)`` pairs, one per distinct plan, any order.
         k: Most tiers wanted.
+        ties_cover: Whether a tier covers (`covers`) a plan whose CLIP it ties: so for
+            tiers, whose intervals are final; not for the picks of a race, whose
+            intervals the race is to narrow.
 
     Returns:
         The tiers by CLIP estimate, best first, each with ``cheapest_in`` set: the
@@ -153,10 +164,15 @@ def select_tiers(candidates: Sequence[tuple[T, Metrics]], k: int) -> list[Chosen
     def top(pool: Sequence[tuple[T, Metrics]]) -> tuple[T, Metrics]:
         return max(pool, key=lambda c: (c[1].clip_score, -c[1].latency_s, -c[1].peak_memory_bytes))
 
+    def beats(p: Metrics, c: Metrics) -> bool:
+        return covers(p, c, ties_cover) and not covers(c, p, ties_cover)
+
     def corner(cost: Callable[[Metrics], float], noise: float) -> tuple[T, Metrics]:
-        """The best plan among those within ``noise`` of the lowest ``cost``."""
+        """The best plan among those within ``noise`` of the lowest ``cost`` that no other
+        of them covers (one that is only better than noise there is not)."""
         low = min(cost(c[1]) for c in front)
-        return top([c for c in front if cost(c[1]) <= low * (1 + noise)])
+        near = [c for c in front if cost(c[1]) <= low * (1 + noise)]
+        return top([c for c in near if not any(beats(p[1], c[1]) for p in near)] or near)
 
     best = top(front)
     fastest = corner(lambda x: x.latency_s, LATENCY_NOISE)
@@ -169,7 +185,8 @@ def select_tiers(candidates: Sequence[tuple[T, Metrics]], k: int) -> list[Chosen
 
     def adds_something(c: tuple[T, Metrics]) -> bool:
         return all(
-            c is not p and not within_noise(c[1], p[1]) and not covers(p[1], c[1]) for p in picks
+            c is not p and not within_noise(c[1], p[1]) and not covers(p[1], c[1], ties_cover)
+            for p in picks
         )
 
     corners = [c for c in (fastest, smallest) if adds_something(c)]

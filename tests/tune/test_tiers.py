@@ -90,6 +90,28 @@ def test_a_plan_a_tier_covers_fills_no_slot() -> None:
     assert "latency" in chosen[1].cheapest_in
 
 
+def test_a_plan_only_better_in_noise_fills_no_slot() -> None:
+    # From a make demo profile timed side by side: fp32 at 10 steps within latency noise
+    # of a bf16 plan 2.3x smaller, its CLIP estimate 0.8 higher in 8-point intervals. It
+    # took the fastest corner (the best estimate near the fastest) and the bf16 plan a
+    # spread slot: two tiers a runtime would tell apart by noise alone.
+    best = m(72.3, 0.388, 48.1, half_ci=6)
+    fp32_10 = m(70.4, 0.295, 48.1, half_ci=8)
+    bf16_10 = m(69.6, 0.275, 20.8, half_ci=7)
+    small = m(69.8, 0.532, 11.6, half_ci=8)
+    chosen = select_tiers([(0, best), (1, fp32_10), (2, bf16_10), (3, small)], k=4)
+    assert [c.item for c in chosen] == [0, 3, 2]
+    assert chosen[2].cheapest_in == ["latency"]
+    # A race is to narrow intervals, so there a tie covers nothing: both are raced.
+    racing = select_tiers([(0, best), (1, fp32_10), (2, bf16_10), (3, small)], 4, ties_cover=False)
+    assert {c.item for c in racing} == {0, 1, 2, 3}
+    # Quality better beyond noise is something to add: with intervals that part, both
+    # stay (the better one as the fastest corner, the smaller one for its memory).
+    better_10, bf16_sure = m(74.0, 0.295, 48.1, half_ci=1), m(69.6, 0.275, 20.8, half_ci=1)
+    chosen = select_tiers([(0, m(80, 0.6, 60, half_ci=1)), (1, better_10), (2, bf16_sure)], k=4)
+    assert [c.item for c in chosen] == [0, 1, 2]
+
+
 def test_with_two_slots_the_corner_spanning_more_is_kept() -> None:
     best, fast, small = m(75, 1.0, 40), m(60, 0.7, 38), m(62, 1.1, 4)
     chosen = select_tiers([(0, best), (1, fast), (2, small)], k=2)
