@@ -94,6 +94,18 @@ SIDE_BY_SIDE = "side_by_side"
 are chosen from, at its own steps, timed together before the tiers are chosen
 (`Evaluator.line_up`)."""
 
+SCHEDULER_ALIASES = "scheduler_aliases"
+"""Study attribute: ``{steps: {scheduler: the scheduler that stands for it}}`` for every
+step count of the space (`Evaluator.scheduler_aliases`)."""
+
+SAME_IMAGE_PSNR = 70.0
+"""PSNR (dB) at or above which two fp32 images are the same image. On the shapes model,
+Euler and DDIM (one method, one schedule) differ by rounding at most: 89-100 dB; DPM-Solver++
+and Euler, even where both have converged to what looks like one image, by 23-51 dB."""
+
+PROBE_IMAGES = 2
+"""Evaluation images compared per scheduler and step count (`Evaluator.scheduler_aliases`)."""
+
 STEP_DIAL = "step_dial_timing"
 """Study attribute: ``{plan key: {steps: seconds}}`` of each tier at its own steps and its
 step curve's, timed together (`Evaluator.time_step_dials`). Only their ratios are used:
@@ -572,6 +584,51 @@ class Evaluator:
 
     # fp32 at a plan's steps and scheduler
 
+    def scheduler_aliases(
+        self, study: optuna.Study, steps: Sequence[int], schedulers: Sequence[str]
+    ) -> dict[int, dict[str, str]]:
+        """Per step count, the scheduler that stands for each of ``schedulers``: the first
+        one whose fp32 images (`_probe`) are the same images.
+
+        Schedulers of different classes and configs can still take the same steps: DDIM
+        is Euler's method on the same ODE (Karras et al. 2022), so where their timesteps
+        coincide, every plan under one is a plan under the other, and measuring both
+        spends trials on identical images. Probed once per study (`SCHEDULER_ALIASES`),
+        on `PROBE_IMAGES` images."""
+        stored = {int(n): a for n, a in (study.user_attrs.get(SCHEDULER_ALIASES) or {}).items()}
+        missing = [n for n in steps if not set(schedulers) <= set(stored.get(n, {}))]
+        if len(schedulers) > 1 and missing:
+            for n in missing:
+                images = {name: self._probe(n, name) for name in schedulers}
+                aliases: dict[str, str] = {}
+                for name in schedulers:
+                    aliases[name] = next(
+                        (
+                            s
+                            for s, a in aliases.items()
+                            if a == s and _same(images[s], images[name])
+                        ),
+                        name,
+                    )
+                stored[n] = aliases
+            study.set_user_attr(SCHEDULER_ALIASES, {str(n): a for n, a in stored.items()})
+        return {n: stored.get(n) or {name: name for name in schedulers} for n in steps}
+
+    def _probe(self, steps: int, scheduler: str) -> list[Image]:
+        """fp32's first `PROBE_IMAGES` images at ``steps`` and ``scheduler``: the study's
+        baseline images where made already, else generated (and not kept)."""
+        from autoq.pipeline import assemble
+
+        count = min(PROBE_IMAGES, self.evalset.size)
+        made = _load(self._fp32_folder(steps, scheduler), count)
+        if made is not None:
+            return made
+        pipe = assemble(self.cache, self._fp32_plan(steps, scheduler))
+        return [
+            generate(pipe, *self.evalset.image(i), steps, self.guidance, self.size)
+            for i in range(count)
+        ]
+
     def _fp32_plan(self, steps: int, scheduler: str) -> PipelinePlan:
         return self.reference_plan.fp32().model_copy(
             update={"steps": steps, "scheduler": scheduler}
@@ -940,6 +997,11 @@ class Evaluator:
                 study.set_user_attr(key, point)
             if _curve_point_meets(attrs, point, reference, limits, reference_clip):
                 break  # fewer steps already meet the floor: three quarters adds nothing
+
+
+def _same(a: Sequence[Image], b: Sequence[Image]) -> bool:
+    psnr, _ = fidelity(a, b)
+    return min(psnr) >= SAME_IMAGE_PSNR
 
 
 def _evidence(run: Run) -> dict[str, Any]:

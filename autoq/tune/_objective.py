@@ -115,6 +115,20 @@ class Tuner(Search):
         self.reference = self.evaluator.ensure_reference(study)
         return self.reference
 
+    def probe_schedulers(self, study: optuna.Study) -> None:
+        """Find which schedulers make the same images at which step counts (`aliases`):
+        a plan drawn under one is measured once, under the first."""
+        self.aliases = self.evaluator.scheduler_aliases(
+            study, self.space.step_values(), self.space.schedulers
+        )
+        alike = {
+            n: {s: a for s, a in aliases.items() if s != a}
+            for n, aliases in self.aliases.items()
+            if any(s != a for s, a in aliases.items())
+        }
+        if alike:
+            log.info("schedulers_alike", same_images=alike)
+
     def estimate_weight_bytes(self, plan: PipelinePlan) -> float:
         """Weights of ``plan`` from layer shapes and storage formats, without building it."""
         from autoq.backends import get_precision, targets_for, weight_bytes

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from autoq._logging import get_logger
@@ -114,6 +114,8 @@ class Search:
 
     space: SearchSpace
     reference_plan: PipelinePlan
+    aliases: Mapping[int, Mapping[str, str]] = {}
+    """Per step count, the scheduler that stands for each (`SearchSpace.canonical`)."""
 
     def measure_trial(self, trial: optuna.Trial, plan: PipelinePlan) -> tuple[float, ...]:
         raise NotImplementedError
@@ -136,7 +138,7 @@ class Search:
         from optuna.trial import TrialState
 
         try:
-            plan = self.space.suggest(trial)
+            plan = self.space.canonical(self.space.suggest(trial), self.aliases)
             plan_json = plan.model_dump(mode="json")
             # Recorded before looking for repeats: of two workers drawing the same plan at
             # once, the later one to look always sees the other.
@@ -300,7 +302,7 @@ def run_search(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for params in search.space.corners(search.component_bytes) if corners else []:
             study.enqueue_trial(params, skip_if_exists=True)
-    size = search.space.size()
+    size = search.space.size(search.aliases)
     idle = {"n": 0}
     why = {"stopped": "timeout"}  # what optimize returning without a study.stop() means
 

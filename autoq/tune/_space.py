@@ -140,13 +140,26 @@ class SearchSpace:
         low, high = self.steps
         return list(range(low, high + 1, self.step_size))
 
-    def size(self) -> int:
-        """How many distinct plans the space holds (protecting an fp32 component is a no-op)."""
+    def size(self, aliases: Mapping[int, Mapping[str, str]] | None = None) -> int:
+        """How many distinct plans the space holds (protecting an fp32 component is a no-op;
+        with ``aliases``, a scheduler that stands for another at a step count makes the
+        same plans as it there: `canonical`)."""
         per_component = [
             len(options) + (sum(p != "fp32" for p in options) if self.protect else 0)
             for options in self.precisions.values()
         ]
-        return math.prod(per_component) * len(self.step_values()) * len(self.schedulers)
+        aliases = aliases or {}
+        schedules = sum(
+            len({aliases.get(n, {}).get(s, s) for s in self.schedulers}) for n in self.step_values()
+        )
+        return math.prod(per_component) * schedules
+
+    @staticmethod
+    def canonical(plan: PipelinePlan, aliases: Mapping[int, Mapping[str, str]]) -> PipelinePlan:
+        """``plan`` under the scheduler that stands for its own at its steps (``aliases``,
+        `autoq.tune._evaluate.Evaluator.scheduler_aliases`): the same images, one plan."""
+        name = aliases.get(plan.steps, {}).get(plan.scheduler, plan.scheduler)
+        return plan if name == plan.scheduler else plan.model_copy(update={"scheduler": name})
 
     def corners(self, size_of: Callable[[str, str], float]) -> list[dict[str, Any]]:
         """Trial parameters of the plans at the space's corners, to measure first.

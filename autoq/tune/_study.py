@@ -226,6 +226,7 @@ def tune(
     try:
         try:
             tuner.ensure_reference(study)
+            tuner.probe_schedulers(study)
             log.info(
                 "tune_start",
                 study=study_name,
@@ -234,7 +235,7 @@ def tune(
                 wanted=config.trials,
                 sampler=config.sampler,
                 sampler_seed=run_seed,
-                plans=tuner.space.size(),
+                plans=tuner.space.size(tuner.aliases),
                 schedulers=list(tuner.space.schedulers),
             )
             report(study)

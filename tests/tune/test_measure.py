@@ -318,6 +318,43 @@ def test_warm_up_is_untimed_and_memory_is_tracked_on_it(shapes) -> None:
 
 
 @pytest.mark.slow
+def test_schedulers_that_draw_the_same_images_stand_for_each_other(
+    shapes, tmp_path, monkeypatch
+) -> None:
+    import optuna
+
+    from autoq.pipeline import ComponentCache
+    from autoq.tune import _evaluate
+
+    pipe, clip, device = shapes
+    evaluator = _evaluate.Evaluator(
+        ComponentCache(pipe, 2**30),
+        EvalSet(tuple(PROMPTS[:2]), (0,), 1),
+        scorer=clip,
+        device=device,
+        guidance_scale=5.0,
+        workdir=tmp_path,
+        reference_plan=PipelinePlan(
+            precisions=dict.fromkeys(("unet", "text_encoder", "vae"), "fp32"), steps=8
+        ),
+    )
+    study = optuna.create_study()
+    schedulers = ["default", "euler", "ddim"]
+    aliases = evaluator.scheduler_aliases(study, [3, 6], schedulers)
+    # DDIM is Euler's method on the same timesteps: the same images. The model's own
+    # DPM-Solver++ is another method: other images, even at 6 steps on flat shapes.
+    assert aliases == {n: {"default": "default", "euler": "euler", "ddim": "euler"} for n in (3, 6)}
+
+    def unexpected(*args: object) -> None:
+        raise AssertionError("probed twice")
+
+    monkeypatch.setattr(_evaluate, "generate", unexpected)  # once per study
+    assert evaluator.scheduler_aliases(study, [3, 6], schedulers) == aliases
+    single = evaluator.scheduler_aliases(study, [4], ["default"])  # nothing to compare
+    assert single == {4: {"default": "default"}}
+
+
+@pytest.mark.slow
 def test_a_plan_slower_than_the_give_up_limit_stops_after_one_timed_image(shapes) -> None:
     pipe, clip, device = shapes
     evalset = EvalSet(tuple(PROMPTS[:4]), (0,), 4)

@@ -208,6 +208,35 @@ def test_equivalent_schedulers_are_searched_once() -> None:
     assert distinct_schedulers(pipe, ["dpmpp", "default"]) == ["dpmpp"]
 
 
+def test_a_scheduler_drawing_the_same_images_is_measured_once() -> None:
+    space = SearchSpace(
+        precisions={"unet": ("fp32", "bnb_int8"), "vae": ("fp32",)},
+        steps=(4, 8),
+        step_size=4,
+        schedulers=("default", "euler", "ddim"),
+        protect=False,
+    )
+    aliases = {4: {"default": "default", "euler": "euler", "ddim": "euler"}}  # DDIM = Euler
+    assert space.size() == 2 * 2 * 3
+    assert space.size(aliases) == 2 * (2 + 3)  # at 4 steps two schedules, at 8 three
+    s, fake = study(), Fake(space)
+    fake.aliases = aliases
+    for scheduler in ("euler", "ddim", "ddim"):
+        s.enqueue_trial({"unet.precision": "bnb_int8", "vae.precision": "fp32", "steps": 4,
+                         "scheduler": scheduler})  # fmt: skip
+    s.enqueue_trial({"unet.precision": "bnb_int8", "vae.precision": "fp32", "steps": 8,
+                     "scheduler": "ddim"})  # fmt: skip
+    run_search(s, fake, wanted=2, corners=False, gc_after_trial=False)
+    assert [outcome(t) for t in s.trials] == ["measured", "twin", "twin", "measured"]
+    assert s.trials[1].user_attrs["plan"]["scheduler"] == "euler"  # the plan it stands for
+    assert s.trials[3].user_attrs["plan"]["scheduler"] == "ddim"  # 8 steps: not the same
+    # Every distinct plan settled ends the search, counting a stand-in as one.
+    s, fake = study(), Fake(space)
+    fake.aliases = aliases
+    run_search(s, fake, wanted=100, gc_after_trial=False)
+    assert len(set(fake.measured)) == len(fake.measured) == space.size(aliases) - 1
+
+
 def test_space_size_counts_distinct_plans() -> None:
     protected = SearchSpace(
         precisions={"unet": ("fp32", "bnb_int8")}, steps=(1, 3), schedulers=("default", "ddim")

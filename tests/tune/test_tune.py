@@ -88,6 +88,22 @@ def test_tiers_are_chosen_on_latencies_timed_side_by_side(tuned) -> None:
 
 
 @pytest.mark.slow
+def test_no_plan_is_measured_under_a_scheduler_that_stands_for_another(tuned) -> None:
+    from autoq.tune._evaluate import SCHEDULER_ALIASES
+
+    result, _ = tuned
+    study = optuna.load_study(
+        study_name=result.profile.study.study_name, storage=_db(result.path.parent)
+    )
+    aliases = study.user_attrs[SCHEDULER_ALIASES]
+    assert {a for per_steps in aliases.values() for s, a in per_steps.items() if s != a}
+    for trial in study.trials:
+        if "plan" in trial.user_attrs:
+            plan = trial.user_attrs["plan"]
+            assert aliases[str(plan["steps"])][plan["scheduler"]] == plan["scheduler"]
+
+
+@pytest.mark.slow
 def test_infeasible_trials_are_kept_in_the_study(tuned) -> None:
     result, budget = tuned
     study = optuna.load_study(
