@@ -291,7 +291,7 @@ def finalists(
         if len(group) <= room:
             picks += group
         else:
-            spanning = select_tiers([(a, a.metrics) for a in group], room, ties_cover=False)
+            spanning = select_tiers([(a, a.metrics) for a in group], room, cover=False)
             picks += [c.item for c in spanning]
     return picks
 

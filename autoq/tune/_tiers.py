@@ -108,13 +108,11 @@ def _quality_bounds(m: Metrics) -> tuple[float, float]:
     return m.clip_ci or (m.clip_score, m.clip_score)
 
 
-def covers(p: Metrics, c: Metrics, ties: bool = True) -> bool:
+def covers(p: Metrics, c: Metrics) -> bool:
     """Whether a tier ``p`` leaves nothing for ``c`` to add: a CLIP estimate at least as
-    high (or, with ``ties``, one it cannot be ranked against: overlapping intervals), and
-    no slower and no larger beyond their noise (``c`` is better nowhere beyond noise)."""
-    as_good = p.clip_score >= c.clip_score or (
-        ties and overlap(_quality_bounds(p), _quality_bounds(c))
-    )
+    high or one it cannot be ranked against (overlapping intervals), and no slower and no
+    larger beyond their noise (``c`` is better nowhere beyond noise)."""
+    as_good = p.clip_score >= c.clip_score or overlap(_quality_bounds(p), _quality_bounds(c))
     return (
         as_good
         and p.latency_s <= c.latency_s * (1 + _latency_noise(p, c))
@@ -136,16 +134,17 @@ def _position(m: Metrics) -> tuple[float, float]:
 
 
 def select_tiers(
-    candidates: Sequence[tuple[T, Metrics]], k: int, *, ties_cover: bool = True
+    candidates: Sequence[tuple[T, Metrics]], k: int, *, cover: bool = True
 ) -> list[Chosen[T]]:
     """Up to ``k`` tiers from feasible ``candidates``, spanning quality, latency, memory.
 
     Args:
         candidates: Feasible ``(item, metrics)`` pairs, one per distinct plan, any order.
         k: Most tiers wanted.
-        ties_cover: Whether a tier covers (`covers`) a plan whose CLIP it ties: so for
-            tiers, whose intervals are final; not for the picks of a race, whose
-            intervals the race is to narrow.
+        cover: Whether a plan a tier covers (`covers`, ties included) is skipped: so for
+            tiers, whose intervals are final; not for the picks of a race, made on
+            screening estimates the race is to correct (a plan that looked covered on 6
+            images can turn out the faster or the better one).
 
     Returns:
         The tiers by CLIP estimate, best first, each with ``cheapest_in`` set: the
@@ -165,7 +164,7 @@ def select_tiers(
         return max(pool, key=lambda c: (c[1].clip_score, -c[1].latency_s, -c[1].peak_memory_bytes))
 
     def beats(p: Metrics, c: Metrics) -> bool:
-        return covers(p, c, ties_cover) and not covers(c, p, ties_cover)
+        return cover and covers(p, c) and not covers(c, p)
 
     def corner(cost: Callable[[Metrics], float], noise: float) -> tuple[T, Metrics]:
         """The best plan among those within ``noise`` of the lowest ``cost`` that no other
@@ -185,7 +184,7 @@ def select_tiers(
 
     def adds_something(c: tuple[T, Metrics]) -> bool:
         return all(
-            c is not p and not within_noise(c[1], p[1]) and not covers(p[1], c[1], ties_cover)
+            c is not p and not within_noise(c[1], p[1]) and not (cover and covers(p[1], c[1]))
             for p in picks
         )
 

@@ -146,6 +146,25 @@ def test_racing_spends_scarce_slots_on_plans_that_look_feasible_first() -> None:
     assert picked(4) == {0, 1, 2, 3}  # room left after them goes to the long shot
 
 
+def test_racing_fills_its_slots_with_plans_that_only_looked_covered() -> None:
+    # From a make demo study: fp32 at 10 steps screened slower than a 4-bit plan by less
+    # than latency noise, 9 CLIP points under it on 6 images, and larger: covered on
+    # screening, so never raced. Raced, the 4-bit plan lost 3 points and turned out 14%
+    # slower side by side: the profile had no fast tier. A slot covering leaves empty
+    # goes to a plan of the likely group, not to a long shot.
+    plans = [
+        _assessed(0, 74.5, 15, 0.410, 23.5),  # the best estimate
+        _assessed(1, 74.1, 15, 0.318, 26.2),  # 4-bit, 10 steps
+        _assessed(2, 65.5, 25, 0.293, 48.1),  # fp32, 10 steps: looks covered by 1
+        _assessed(3, 71.2, 18, 0.868, 11.6),  # the smallest
+        _assessed(4, 70.8, 18, 0.587, 24.5),  # covered by 0
+        _assessed(5, 59.9, 9, 0.133, 48.1),  # 5 steps: a long shot under the 63 floor
+    ]
+    limits = tier_constraints(Constraints())
+    kept = finalists(plans, limits, reference_clip=70.0, count=4, full=32)
+    assert {a.trial.number for a in kept} == {0, 1, 2, 3}
+
+
 def test_default_tier_floor_only_without_a_quality_limit() -> None:
     assert tier_constraints(Constraints()).max_clip_drop_pct == 10.0
     assert tier_constraints(Constraints(min_clip_score=50)).max_clip_drop_pct is None

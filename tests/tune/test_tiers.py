@@ -102,8 +102,8 @@ def test_a_plan_only_better_in_noise_fills_no_slot() -> None:
     chosen = select_tiers([(0, best), (1, fp32_10), (2, bf16_10), (3, small)], k=4)
     assert [c.item for c in chosen] == [0, 3, 2]
     assert chosen[2].cheapest_in == ["latency"]
-    # A race is to narrow intervals, so there a tie covers nothing: both are raced.
-    racing = select_tiers([(0, best), (1, fp32_10), (2, bf16_10), (3, small)], 4, ties_cover=False)
+    # A race is to narrow intervals, so there nothing is covered: both are raced.
+    racing = select_tiers([(0, best), (1, fp32_10), (2, bf16_10), (3, small)], 4, cover=False)
     assert {c.item for c in racing} == {0, 1, 2, 3}
     # Quality better beyond noise is something to add: with intervals that part, both
     # stay (the better one as the fastest corner, the smaller one for its memory).
