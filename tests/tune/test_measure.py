@@ -147,10 +147,10 @@ def test_racing_spends_scarce_slots_on_plans_that_look_feasible_first() -> None:
 
 
 def test_racing_fills_its_slots_with_plans_that_only_looked_covered() -> None:
-    # From a make demo study: fp32 at 10 steps screened slower than a 4-bit plan by less
+    # From a make demo study: fp32 at 10 steps screened faster than a 4-bit plan by less
     # than latency noise, 9 CLIP points under it on 6 images, and larger: covered on
-    # screening, so never raced. Raced, the 4-bit plan lost 3 points and turned out 14%
-    # slower side by side: the profile had no fast tier. A slot covering leaves empty
+    # screening, so never raced, while long shots were. Raced, the 4-bit plans lost 3
+    # points; the profile's best plan was its fastest. A slot covering would leave empty
     # goes to a plan of the likely group, not to a long shot.
     plans = [
         _assessed(0, 74.5, 15, 0.410, 23.5),  # the best estimate
