@@ -132,9 +132,9 @@ def tune(
     trials: int = typer.Option(30, help="Trials in the study (a re-run resumes up to this)."),
     timeout: float | None = typer.Option(
         None,
-        help="Time budget of the whole tune, SECONDS: the search gets half of it, racing and "
-        "step curves the rest; what does not fit is left out (the profile says what) and a "
-        "re-run finishes it.",
+        help="Time budget of the whole tune, SECONDS (default: 10 minutes; 0: none): the "
+        "search gets half of it, racing, timing and step curves the rest; what does not fit "
+        "is left out (the profile says what) and a re-run finishes it.",
     ),
     sampler: str = typer.Option(
         "gp-tpe",
@@ -179,7 +179,7 @@ def tune(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autoq.tune import TuneConfig, parse_size, read_prompts
+    from autoq.tune import DEFAULT_TIMEOUT_S, TuneConfig, parse_size, read_prompts
     from autoq.tune import tune as run_tune
 
     config = TuneConfig.create(
@@ -190,7 +190,7 @@ def tune(
         min_clip_score=min_clip_score,
         max_clip_drop_pct=max_clip_drop,
         trials=trials,
-        timeout_s=timeout,
+        timeout_s=DEFAULT_TIMEOUT_S if timeout is None else timeout or None,
         sampler=sampler,
         storage=storage,
         study_name=study,

@@ -10,7 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from autoq.errors import ConfigError
 
-__all__ = ["Sampler", "TuneConfig", "parse_size", "read_prompts"]
+__all__ = ["DEFAULT_TIMEOUT_S", "Sampler", "TuneConfig", "parse_size", "read_prompts"]
+
+DEFAULT_TIMEOUT_S = 600.0
+"""`autoq tune`'s time budget when none is given: a default tune keeps to 10 minutes on
+any machine (machines of one kind ran the whole default tune in 5 to 25 minutes), says
+what it left out, and a rerun finishes it. ``--timeout 0`` lifts it; `TuneConfig` itself
+has none unless asked."""
 
 Sampler = Literal["gp", "gp-tpe", "tpe", "nsga2", "random", "grid"]
 
@@ -54,7 +60,7 @@ class TuneConfig(BaseModel):
     max_clip_drop_pct: float | None = Field(default=None, ge=0, lt=100)
     trials: int = Field(default=30, ge=1)
     timeout_s: float | None = Field(default=None, gt=0)
-    """Time budget of the whole tune (search, racing, deep set, step curves)."""
+    """Time budget of the whole tune (search, racing, deep set, timing, step curves)."""
     sampler: Sampler = "gp-tpe"
     storage: str | None = None
     study_name: str | None = None

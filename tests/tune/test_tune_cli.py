@@ -53,6 +53,7 @@ def autoq(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
         (["--prompts", "/no/such/prompts.txt"], "Cannot read prompts file"),
         (["--min-clip-score", "20", "--max-clip-drop", "5"], "not both"),
         (["--steps", "9:3"], "steps"),
+        (["--timeout", "-5"], "timeout"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], expected: str, tmp_path: Path) -> None:
@@ -110,6 +111,8 @@ def test_two_workers_fill_one_postgres_study(postgres_study: str, tmp_path: Path
     for worker in workers:
         _, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err
+    own = json.loads(next((tmp_path / "w0").glob("*.json")).read_text())
+    assert own["study"]["timeout_s"] == 600  # the default budget: 10 minutes
 
     import optuna
 
