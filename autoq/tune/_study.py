@@ -29,7 +29,7 @@ log = get_logger("autoq.tune")
 SEARCH_SHARE = 0.5
 """Under a time budget, the search may spend this share of what the reference left; the
 rest is for racing, the deep set, the side-by-side timing, the step curves and their
-timing (at the default settings they took 1.4-2x the search's time)."""
+timing (at the default settings they took 1.4-2.3x the search's time)."""
 
 
 def _study_context(tuner: Tuner) -> dict[str, Any]:
