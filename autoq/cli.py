@@ -190,7 +190,7 @@ def tune(
         min_clip_score=min_clip_score,
         max_clip_drop_pct=max_clip_drop,
         trials=trials,
-        timeout_s=DEFAULT_TIMEOUT_S if timeout is None else timeout or None,
+        timeout_s=_time_budget(timeout, DEFAULT_TIMEOUT_S),
         sampler=sampler,
         storage=storage,
         study_name=study,
@@ -265,6 +265,15 @@ def _signal_exit(signal_name: str) -> int:
 
 def _csv(text: str | None) -> tuple[str, ...] | None:
     return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None
+
+
+def _time_budget(seconds: float | None, default: float) -> float | None:
+    """``--timeout``: ``default`` when not given, none for 0."""
+    from autoq.errors import ConfigError
+
+    if seconds is not None and not seconds >= 0:
+        raise ConfigError(f"--timeout takes seconds >= 0 (0: no time budget), but got {seconds:g}.")
+    return default if seconds is None else seconds or None
 
 
 def _range(text: str) -> tuple[int, int]:

@@ -53,7 +53,7 @@ def autoq(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
         (["--prompts", "/no/such/prompts.txt"], "Cannot read prompts file"),
         (["--min-clip-score", "20", "--max-clip-drop", "5"], "not both"),
         (["--steps", "9:3"], "steps"),
-        (["--timeout", "-5"], "timeout"),
+        (["--timeout", "-5"], "--timeout takes seconds >= 0"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], expected: str, tmp_path: Path) -> None:
