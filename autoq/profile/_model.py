@@ -258,6 +258,8 @@ class StudyInfo(BaseModel):
     left_out: list[str] = Field(default_factory=list)
     """What the time budget left out (trials, racing, deep set, step curves); a rerun of
     the same study finishes it."""
+    tiers_asked: int | None = Field(default=None, ge=1)
+    """The most tiers the tune was asked for (``--tiers``)."""
 
 
 class Profile(BaseModel):
@@ -329,6 +331,17 @@ class Profile(BaseModel):
                     pairs.append((a.name, b.name))
         return pairs
 
+    @property
+    def fewer_tiers(self) -> str | None:
+        """Why the profile has fewer tiers than the tune asked for, if it has."""
+        asked = self.study.tiers_asked
+        if asked is None or not 0 < len(self.tiers) < asked:
+            return None
+        return (
+            f"{len(self.tiers)} tiers of the {asked} asked: no other plan within the limits "
+            "is faster, smaller or better than them beyond noise"
+        )
+
     def notes(self) -> list[str]:
         """One-line notes that belong under a table of the tiers: the quality floor, the
         ties, and whether the machine was busy while timing."""
@@ -341,6 +354,8 @@ class Profile(BaseModel):
         if self.tiers and self.tiers[0].metrics.clip_ci is not None:
             ties = ", ".join(f"{a} ~ {b}" for a, b in self.ties())
             lines.append(f"ties (quality difference not significant, not ranked): {ties or 'none'}")
+        if self.fewer_tiers is not None:
+            lines.append(self.fewer_tiers)
         if self.study.left_out:
             seconds = self.study.timeout_s
             lines.append(

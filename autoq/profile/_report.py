@@ -191,6 +191,11 @@ def unmeasured_trials(profile: Profile) -> list[list[str]]:
     ]
 
 
+def _fewer_tiers(profile: Profile) -> str:
+    note = getattr(profile, "fewer_tiers", None)  # where the schema provides it
+    return f"{note[0].upper()}{note[1:]}." if note else ""
+
+
 def _left_out(study: StudyInfo) -> str:
     if not study.left_out:
         return ""
@@ -287,7 +292,7 @@ racing.</p>
 {_table(summaries[0], [s.values() for s in summaries])}
 <h2>Tier details: steps curve and what the metrics table leaves out</h2>
 {_table(details[0], [d.values() for d in details])}
-<p>{_e(ties_text(profile))}</p>
+<p>{_e(ties_text(profile))} {_e(_fewer_tiers(profile))}</p>
 <h2>Trials not measured</h2>
 {failed_html}
 </body></html>

@@ -168,6 +168,7 @@ def write_study_profile(
             trials_pruned=sum(1 for t in trials if t.state == TrialState.PRUNED),
             timeout_s=budget.get("seconds"),
             left_out=budget.get("cuts", []),
+            tiers_asked=attrs["tiers"],
         ),
         trials=trial_points(study, choice.feasible),
         conditions=conditions,

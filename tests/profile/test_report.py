@@ -86,6 +86,7 @@ def _rich_profile() -> Profile:
             "conditions": TuneConditions(
                 torch_threads=2, cpu_count=2, load_avg_1m=3.5, busy=True, latency_drift=(0.8, 1.1)
             ),
+            "study": base.study.model_copy(update={"tiers_asked": 8}),
         }
     )
 
@@ -116,6 +117,7 @@ def test_report_shows_intervals_failures_conditions_and_steps(tmp_path: Path) ->
     assert "busy: latencies may be distorted" in page
     assert "timed side by side after racing: 0.80-1.10x" in page
     assert "<td>latency</td>" in page  # cheapest_in
+    assert f"{len(read_profile(path).tiers)} tiers of the 8 asked" in page
 
 
 def test_tiers_are_ringed_where_their_trials_are() -> None:

@@ -168,6 +168,14 @@ def test_profile_lists_ties_and_notes_them() -> None:
         "ties (quality difference not significant, not ranked): quality ~ balanced"
     )
     assert tiers[0].summary()["CLIP [95% CI] n"] == "70.0 [68.0, 72.0] n=16"
+    # Fewer tiers than asked: the notes say why, and only then.
+    study = profile.study.model_copy(update={"tiers_asked": 4})
+    assert (
+        "3 tiers of the 4 asked: no other plan"
+        in profile.model_copy(update={"study": study}).notes()[2]
+    )
+    study = profile.study.model_copy(update={"tiers_asked": 3})
+    assert not any("asked" in n for n in profile.model_copy(update={"study": study}).notes())
 
 
 def test_tiers_measured_on_the_same_images_are_ranked_by_their_paired_difference() -> None:
