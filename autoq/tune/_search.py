@@ -3,11 +3,11 @@
 A trial's plan (under the scheduler that stands for its own at its steps: schedulers that
 draw the same images are one, `SearchSpace.canonical`) is measured only if no other trial
 of the study has measured it, is measuring it, or failed on it; a repeat becomes a twin
-(the earlier result, copied), or a pruned trial when the plan is still running elsewhere. Only measurements count towards
-the budget: twins, fp32 baselines (measured anyway to pair a plan with, and added as
-trials of their own), plans taken by another worker, plans pruned on their estimated
-weights and interrupted trials do not. `Tuner` measures real pipelines; the sampler
-benchmark replays a measured grid through the same control flow.
+(the earlier result, copied), or a pruned trial when the plan is still running elsewhere.
+Only measurements count towards the budget: twins, fp32 baselines (measured anyway to
+pair a plan with, and added as trials of their own), plans taken by another worker, plans
+pruned on their estimated weights and interrupted trials do not. `Tuner` measures real
+pipelines; the sampler benchmark replays a measured grid through the same control flow.
 """
 
 from __future__ import annotations
