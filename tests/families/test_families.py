@@ -188,3 +188,44 @@ def test_short_tune_has_no_failed_trial_and_every_tier_generates(
 
 def test_family_names_are_stable() -> None:
     assert FAMILIES == ("sdxl", "sd3", "flux", "pixart_sigma", "sana")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["sdxl"], indirect=True)
+def test_ddim_stands_for_euler_only_where_it_draws_the_same_images(
+    family: str, family_folder: Path, tmp_path: Path
+) -> None:
+    """This family's Euler config leaves ``clip_sample`` unset: DDIM built from it clips
+    its x0 estimate to [-1, 1] (its default) and, on random weights, draws other images
+    (17-20 dB apart), so the two stay apart. With clipping off, DDIM is Euler's method on
+    the same timesteps (132 dB apart): one plan."""
+    import optuna
+
+    from autoq.pipeline import ComponentCache, PipelinePlan
+    from autoq.tune._evaluate import Evaluator
+    from autoq.tune._measure import EvalSet
+
+    def aliases(pipe: object, folder: Path) -> dict[int, dict[str, str]]:
+        evaluator = Evaluator(
+            ComponentCache(pipe, 2**30),  # type: ignore[arg-type]
+            EvalSet(tuple(FAMILY_PROMPTS[:2]), (0,), 1),
+            scorer=None,  # type: ignore[arg-type]
+            device=torch.device("cpu"),
+            guidance_scale=5.0,
+            workdir=folder,
+            reference_plan=PipelinePlan(
+                precisions=dict.fromkeys(module_components(pipe), "fp32"),
+                steps=4,  # type: ignore[arg-type]
+            ),
+        )
+        return evaluator.scheduler_aliases(optuna.create_study(), [2, 4], ["default", "ddim"])
+
+    pipe = load_pipeline(family_folder)
+    pipe.set_progress_bar_config(disable=True)
+    assert aliases(pipe, tmp_path / "a") == {
+        n: {"default": "default", "ddim": "ddim"} for n in (2, 4)
+    }
+    pipe.scheduler.register_to_config(clip_sample=False)  # what DDIM is built from
+    assert aliases(pipe, tmp_path / "b") == {
+        n: {"default": "default", "ddim": "default"} for n in (2, 4)
+    }
