@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml constraints-cpu.txt
-	$(BIN)/pip install --quiet -c constraints-cpu.txt -e ".[serve,test,postgres]"
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e ".[serve,test,postgres,openvino]"
 	touch $(STAMP)
 
 setup: $(STAMP)
