@@ -1,7 +1,7 @@
 """The package's imports run one way, down the floors, and never in a circle.
 
 Floors, top to bottom: cli -> serve -> runtime -> tune -> profile -> pipeline ->
-backends/zoo -> device/quality -> errors/logging (and the other root-level helpers).
+execution -> backends/zoo -> device/quality -> errors/logging (and the other root-level helpers).
 A module may import its own subpackage or anything on a lower floor.
 
 Every ``import`` in the source counts, lazy ones inside functions included: they run the
@@ -23,6 +23,7 @@ FLOORS = [
     ["tune"],
     ["profile"],
     ["pipeline"],
+    ["execution"],
     ["backends", "zoo"],
     ["device", "quality"],
     ["errors", "_logging", "_version", "_files", "_dicts"],

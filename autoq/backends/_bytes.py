@@ -40,8 +40,12 @@ def weight_bytes(module: nn.Module) -> int:
     """Bytes that ``module``'s parameters and buffers really occupy.
 
     Shared tensors are counted once. Quantized weights count their packed data and every
-    scale, zero point and lookup table stored beside it.
+    scale, zero point and lookup table stored beside it. A module that runs outside torch
+    (an OpenVINO component) answers for itself through ``autoq_weight_bytes()``.
     """
+    own = getattr(module, "autoq_weight_bytes", None)
+    if callable(own):
+        return int(own())
     seen: set[int] = set()
     total = 0
     tensors = [*module.parameters(), *module.buffers()]

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
     from torch import nn
 
-    from autoq.pipeline._plan import PipelinePlan
+    from autoq.pipeline._plan import ComponentKey, PipelinePlan
 
 __all__ = ["ComponentCache", "assemble", "compatible_schedulers", "module_components"]
 
@@ -52,7 +52,8 @@ def _scheduler(pipe: DiffusionPipeline, name: str) -> Any:
 
 
 class ComponentCache:
-    """Quantized components, built once per (component, precision, protect) and reused.
+    """Components, built once per `ComponentKey` (component, precision, protect, executor,
+    memory tools) and reused.
 
     Least recently used entries are evicted once their weights exceed ``max_bytes``.
     With ``model_hash`` (the model's content hash), quantized weights are also stored on
@@ -71,14 +72,57 @@ class ComponentCache:
         self.model_hash = model_hash
         self.loaded_from_disk = 0
         self._modules = module_components(base)
-        self._entries: OrderedDict[tuple[str, str, tuple[str, ...]], tuple[nn.Module, int]]
+        self._entries: OrderedDict[ComponentKey, tuple[nn.Module, int]]
         self._entries = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, component: str, precision: str, protect: tuple[str, ...] = ()) -> nn.Module:
-        """The ``component`` of the base pipeline stored in ``precision``."""
+    def get(
+        self,
+        component: str,
+        precision: str,
+        protect: tuple[str, ...] = (),
+        executor: str = "eager",
+        tools: tuple[str, ...] = (),
+    ) -> nn.Module:
+        """The ``component`` of the base pipeline stored in ``precision`` (``protect``
+        groups kept), run by ``executor`` with memory ``tools`` switched on."""
+        if executor != "eager" or tools:
+            return self._derived((component, precision, tuple(sorted(protect)), executor, tools))
+        return self._stored(component, precision, protect)
+
+    def _derived(self, key: ComponentKey) -> nn.Module:
+        """A component built from its stored form: executed otherwise, or with tools on."""
+        import copy
+
+        from autoq.backends import weight_bytes
+        from autoq.execution import get_executor
+        from autoq.pipeline._plan import MEMORY_TOOLS
+
+        component, precision, protect, executor, tools = key
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return self._entries[key][0]
+        stored = self._stored(component, precision, protect)
+        module = get_executor(executor).apply(stored, component) if executor != "eager" else stored
+        if tools:
+            module = copy.copy(module)  # same weights, its own flags
+            module.__dict__ = dict(module.__dict__)
+            for tool in tools:
+                setattr(module, MEMORY_TOOLS[tool][1], True)
+        with self._lock:
+            self.misses += 1
+            self._entries[key] = (
+                module,
+                0 if get_executor(executor).shares_weights else weight_bytes(module),
+            )
+            self._evict()
+        return module
+
+    def _stored(self, component: str, precision: str, protect: tuple[str, ...]) -> nn.Module:
         from autoq.backends import (
             PROTECT_PRESETS,
             apply_precision,
@@ -92,7 +136,7 @@ class ComponentCache:
             raise ConfigError(
                 f"Unknown component {component!r}; this pipeline has {sorted(self._modules)}."
             )
-        key = (component, precision, tuple(sorted(protect)))
+        key = (component, precision, tuple(sorted(protect)), "eager", ())
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -113,17 +157,21 @@ class ComponentCache:
                     self.loaded_from_disk += from_disk
             size = weight_bytes(module)
             self._entries[key] = (module, size)
-            while (
-                sum(s for _, s in self._entries.values()) > self.max_bytes
-                and len(self._entries) > 1
-            ):
-                self._entries.popitem(last=False)
+            self._evict()
             return module
 
-    def retain(self, keys: set[tuple[str, str, tuple[str, ...]]]) -> None:
-        """Drop every cached component except ``keys`` ((component, precision, protect))."""
+    def _evict(self) -> None:
+        """Under the lock: drop least recently used entries while over ``max_bytes``.
+        An executed or flagged component that shares its stored form's weights counts
+        nothing of its own."""
+        while sum(s for _, s in self._entries.values()) > self.max_bytes and len(self._entries) > 1:
+            self._entries.popitem(last=False)
+
+    def retain(self, keys: set[ComponentKey]) -> None:
+        """Drop every cached component except ``keys`` and the stored forms they build on."""
+        stored = {(c, p, protect, "eager", ()) for c, p, protect, _, _ in keys}
         with self._lock:
-            for key in [k for k in self._entries if k not in keys]:
+            for key in [k for k in self._entries if k not in keys | stored]:
                 del self._entries[key]
 
 
@@ -140,8 +188,8 @@ def assemble(cache: ComponentCache, plan: PipelinePlan) -> DiffusionPipeline:
     """
     base = cache.base
     components = dict(base.components)
-    for name, precision in plan.precisions.items():
-        components[name] = cache.get(name, precision, plan.protect.get(name, ()))
+    for name in plan.precisions:
+        components[name] = cache.get(*plan.component_key(name))
     components["scheduler"] = _scheduler(base, plan.scheduler)
     pipe = type(base)(**components)
     pipe.set_progress_bar_config(disable=True)

@@ -1,10 +1,11 @@
-"""A pipeline plan: which precision each component gets, plus steps and scheduler."""
+"""A pipeline plan: per component how its weights are stored (precision, protect) and how
+it executes (executor, memory tools), plus steps and scheduler."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["PLAN_VERSION", "SCHEDULERS", "PipelinePlan"]
+__all__ = ["MEMORY_TOOLS", "PLAN_VERSION", "SCHEDULERS", "ComponentKey", "PipelinePlan"]
 
 PLAN_VERSION = 1
 
@@ -16,6 +17,17 @@ SCHEDULERS: dict[str, str | None] = {
 }
 """Scheduler names a plan may use, mapped to their diffusers class names."""
 
+MEMORY_TOOLS: dict[str, tuple[str, str]] = {
+    "vae_tiling": ("vae", "use_tiling"),
+    "vae_slicing": ("vae", "use_slicing"),
+}
+"""diffusers memory tools a plan may switch on: name -> (component, the flag it sets).
+Decoding in tiles or one image at a time bounds the VAE's activation peak."""
+
+ComponentKey = tuple[str, str, tuple[str, ...], str, tuple[str, ...]]
+"""What builds one component: (component, precision, protect groups, executor, memory
+tools), the component cache's key."""
+
 
 class PipelinePlan(BaseModel):
     """An explicit ``component -> precision`` mapping plus generation settings.
@@ -24,6 +36,8 @@ class PipelinePlan(BaseModel):
         precisions: Precision name per pipeline component (``unet``, ``text_encoder``, ...).
         protect: Per component, names of `autoq.backends.PROTECT_PRESETS` groups kept at
             the component's original precision.
+        execution: Per component, an `autoq.execution` executor other than ``eager``.
+        memory: `MEMORY_TOOLS` switched on.
         steps: Denoising steps.
         scheduler: A key of `SCHEDULERS`.
     """
@@ -33,6 +47,8 @@ class PipelinePlan(BaseModel):
     version: int = PLAN_VERSION
     precisions: dict[str, str]
     protect: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    execution: dict[str, str] = Field(default_factory=dict)
+    memory: tuple[str, ...] = ()
     steps: int = Field(ge=1, le=1000)
     scheduler: str = "default"
 
@@ -68,6 +84,40 @@ class PipelinePlan(BaseModel):
                 )
         return value
 
+    @field_validator("execution")
+    @classmethod
+    def _known_executors(cls, value: dict[str, str]) -> dict[str, str]:
+        from autoq.execution import EAGER, get_executor
+
+        for executor in value.values():
+            get_executor(executor)  # raises with the list of valid names
+        return {c: e for c, e in value.items() if e != EAGER}
+
+    @field_validator("memory")
+    @classmethod
+    def _known_tools(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(value) - set(MEMORY_TOOLS)
+        if unknown:
+            raise ValueError(
+                f"unknown memory tool(s) {sorted(unknown)}; valid: {sorted(MEMORY_TOOLS)}."
+            )
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _executors_fit(self) -> PipelinePlan:
+        from autoq.execution import get_executor
+
+        for component, name in self.execution.items():
+            if component not in self.precisions:
+                raise ValueError(f"execution names {component!r}, which has no precision.")
+            allowed = get_executor(name).precisions
+            if allowed is not None and self.precisions[component] not in allowed:
+                raise ValueError(
+                    f"executor {name!r} runs on precisions {list(allowed)}, but "
+                    f"{component!r} is {self.precisions[component]!r}."
+                )
+        return self
+
     @field_validator("scheduler")
     @classmethod
     def _known_scheduler(cls, value: str) -> str:
@@ -81,21 +131,61 @@ class PipelinePlan(BaseModel):
 
         return [p for group in self.protect.get(component, ()) for p in PROTECT_PRESETS[group]]
 
+    def executor(self, component: str) -> str:
+        """The executor ``component`` runs on (``eager`` unless the plan says otherwise)."""
+        from autoq.execution import EAGER
+
+        return self.execution.get(component, EAGER)
+
+    def tools(self, component: str) -> tuple[str, ...]:
+        """The memory tools that act on ``component``."""
+        return tuple(t for t in self.memory if MEMORY_TOOLS[t][0] == component)
+
+    def component_key(self, component: str) -> ComponentKey:
+        """What builds ``component`` under this plan: the component cache's key."""
+        return (
+            component,
+            self.precisions[component],
+            tuple(sorted(self.protect.get(component, ()))),
+            self.executor(component),
+            self.tools(component),
+        )
+
+    def component_keys(self) -> set[ComponentKey]:
+        """`component_key` of every component the plan names."""
+        return {self.component_key(c) for c in self.precisions}
+
     @property
     def is_fp32(self) -> bool:
-        """Every component in fp32, none protected: a paired baseline."""
-        return all(p == "fp32" for p in self.precisions.values()) and not self.protect
+        """Every component in fp32, eager, none protected, no memory tool: a paired
+        baseline."""
+        return (
+            all(p == "fp32" for p in self.precisions.values())
+            and not self.protect
+            and not self.execution
+            and not self.memory
+        )
 
     def fp32(self) -> PipelinePlan:
-        """This plan's paired baseline: every component in fp32, same steps and scheduler."""
+        """This plan's paired baseline: every component in fp32 and eager, no memory tool,
+        same steps and scheduler."""
         return self.model_copy(
-            update={"precisions": dict.fromkeys(self.precisions, "fp32"), "protect": {}}
+            update={
+                "precisions": dict.fromkeys(self.precisions, "fp32"),
+                "protect": {},
+                "execution": {},
+                "memory": (),
+            }
         )
 
     def describe(self) -> str:
-        """A one-line summary, e.g. ``unet=bnb_nf4+protect vae=fp32, 20 steps ddim``."""
+        """A one-line summary, e.g. ``unet=fp32@compile vae=bnb_nf4+protect, 20 steps
+        ddim`` (``@`` an executor, ``+`` protection and memory tools)."""
         parts = [
-            f"{component}={precision}" + ("+protect" if self.protect.get(component) else "")
+            f"{component}={precision}"
+            + (f"@{self.execution[component]}" if component in self.execution else "")
+            + ("+protect" if self.protect.get(component) else "")
+            + "".join(f"+{t}" for t in self.tools(component))
             for component, precision in self.precisions.items()
         ]
         return f"{' '.join(parts)}, {self.steps} steps {self.scheduler}"

@@ -390,10 +390,8 @@ class AdaptivePipeline:
         room = signals.available_memory_bytes if signals is not None else None
         if room is not None and self._pipe is not None and room < target.metrics.weight_bytes:
             # Not enough room for both: break first, keeping only what the target shares.
-            keep = {(c, p, tuple(sorted(target.plan.protect.get(c, ()))))
-                    for c, p in target.plan.precisions.items()}  # fmt: skip
             self._pipe = None
-            self._cache.retain(keep)
+            self._cache.retain(target.plan.component_keys())
             release_memory(self.device)
         self._pipe = self._build(index)
         self._index = index

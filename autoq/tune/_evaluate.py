@@ -113,7 +113,11 @@ they scale the tier's `SIDE_BY_SIDE` latency (`Choice.step_dial`)."""
 
 
 def _plan_key(plan: PipelinePlan) -> str:
-    text = json.dumps(plan.model_dump(mode="json"), sort_keys=True)
+    dump = plan.model_dump(mode="json")
+    for added in ("execution", "memory"):  # absent at their defaults: older keys still hold
+        if not dump[added]:
+            del dump[added]
+    text = json.dumps(dump, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
