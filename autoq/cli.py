@@ -90,12 +90,19 @@ def backends(
     device: str = typer.Option("cpu", help="Torch device to probe, e.g. cpu or cuda:0."),
     refresh: bool = typer.Option(False, help="Probe again instead of using the cache."),
 ) -> None:
-    """List every precision and whether it really runs on this device (probed, cached)."""
+    """List every precision and executor and whether it really runs on this device
+    (probed, cached)."""
     from autoq.backends import get_precision, probe_all
+    from autoq.execution import EXECUTORS, probe_executors
 
     results = probe_all(device, refresh=refresh)
+    executors = probe_executors(device, refresh=refresh)
     if as_json:
-        typer.echo(json.dumps([r.model_dump() for r in results], indent=2))
+        body = {
+            "precisions": [r.model_dump() for r in results],
+            "executors": [r.model_dump() for r in executors],
+        }
+        typer.echo(json.dumps(body, indent=2))
         return
     table = Table(title=f"Precisions on {device}")
     for column in ("precision", "backend", "layers", "usable", "error", "bytes"):
@@ -112,9 +119,28 @@ def backends(
         )
     console.print(table)
     console.print("error: relative output error vs fp32; bytes: weight bytes vs fp32 (probe net)")
+    runs = Table(title=f"Executors on {device}")
+    for column in ("executor", "usable", "error", "first call"):
+        runs.add_column(column, no_wrap=True)
+    for e in executors:
+        runs.add_row(
+            e.executor,
+            "[green]yes[/]" if e.usable else "[red]no[/]",
+            "-" if e.rel_error is None else f"{e.rel_error:.4f}",
+            "-" if e.build_s is None else f"{e.build_s:.1f} s",
+        )
+    console.print(runs)
+    console.print("error: output error vs eager fp32; first call: seconds to compile or convert")
+    for name, executor in EXECUTORS.items():
+        runs_on = executor.precisions
+        stored = "any storage" if runs_on is None else "/".join(runs_on)
+        console.print(f"  {name}: {executor.description}; runs on {stored}", highlight=False)
     for r in results:
         if not r.usable:
             console.print(f"[red]{r.precision}[/] unusable: {r.reason}", highlight=False)
+    for e in executors:
+        if not e.usable:
+            console.print(f"[red]{e.executor}[/] unusable: {e.reason}", highlight=False)
 
 
 @app.command()
@@ -162,6 +188,15 @@ def tune(
     ),
     schedulers: str | None = typer.Option(None, help="Comma-separated: default,dpmpp,euler,ddim."),
     protect: bool = typer.Option(True, help="Offer per-component norm/io/embedding protection."),
+    executions: str | None = typer.Option(
+        None,
+        help="Comma-separated executors to search per component, e.g. compile,openvino "
+        "(default: openvino,openvino_int8 on CPU, compile on CUDA; eager: none; "
+        "`autoq backends` lists them).",
+    ),
+    memory_tools: str | None = typer.Option(
+        None, help="Comma-separated memory tools to search on/off: vae_tiling,vae_slicing."
+    ),
     height: int | None = typer.Option(
         None, help="Image height to tune at, with --width (default: the model's own size)."
     ),
@@ -172,7 +207,8 @@ def tune(
     device: str | None = typer.Option(None, help="cpu or cuda[:N] (default: cuda if present)."),
     html: bool = typer.Option(True, "--report/--no-report", help="Also write the HTML report."),
 ) -> None:
-    """Search per-component precision, steps and scheduler; write a profile of tiers.
+    """Search per-component precision and execution, steps and scheduler; write a
+    profile of tiers.
 
     SIGINT (Ctrl-C) and SIGTERM write the profile from the trials done and exit 130 / 143;
     a re-run resumes the study.
@@ -205,6 +241,8 @@ def tune(
         precisions=_csv(precisions),
         schedulers=_csv(schedulers),
         protect=protect,
+        executions=_csv(executions),
+        memory_tools=_csv(memory_tools) or (),
         height=height,
         width=width,
         guidance_scale=guidance_scale,

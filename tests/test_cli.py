@@ -42,9 +42,14 @@ def test_fingerprint_table_shows_the_id() -> None:
 def test_backends_lists_every_precision_quietly(tmp_path) -> None:
     result = autoq("backends", "--json", cache=str(tmp_path))
     assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)  # nothing but JSON on stdout
+    body = json.loads(result.stdout)  # nothing but JSON on stdout
+    rows = body["precisions"]
     assert {r["precision"] for r in rows} >= {"fp32", "bnb_nf4", "gguf_q4_0", "quanto_int4"}
     assert all(r["usable"] or r["reason"] for r in rows)
+    executors = {r["executor"]: r for r in body["executors"]}
+    assert {"eager", "compile", "openvino", "openvino_int8"} <= set(executors)
+    assert all(r["usable"] or r["reason"] for r in executors.values())
+    assert executors["openvino"]["usable"], executors["openvino"]["reason"]  # x86, installed
     # Library import chatter (torchao, bitsandbytes) stays out of the user's terminal.
     assert "Failed to load" not in result.stderr + result.stdout
 
@@ -142,6 +147,9 @@ def _cases() -> list:
         )
     )
     cases.append(pytest.param(["backends", "--device", "cuda:x"], id="backends: bad device"))
+    for flag, value in (("--executions", "warp"), ("--memory-tools", "vae_folding")):
+        args = ["tune", flag, value, "--profiles-dir", "<tmp>"]
+        cases.append(pytest.param(args, id=f"tune: unknown {flag[2:]}"))
     if _has_command("export"):  # `autoq export` arrives from another branch
         for kind in FILE_INPUTS + DIR_INPUTS:
             args = ["export", f"<{kind}>", "--tier", "quality", "--out", "<tmp>"]

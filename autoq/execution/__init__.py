@@ -18,6 +18,7 @@ from autoq.execution._base import (
     register_executor,
 )
 from autoq.execution._openvino import check_openvino, to_openvino
+from autoq.execution._probe import ExecutorProbe, probe_executors
 from autoq.execution._torch import (
     COMPILE_PRECISIONS,
     channels_last,
@@ -82,9 +83,11 @@ __all__ = [
     "EAGER",
     "EXECUTORS",
     "Executor",
+    "ExecutorProbe",
     "get_executor",
     "inductor_cache_dir",
     "list_executors",
+    "probe_executors",
     "register_executor",
     "usable_executors",
 ]

@@ -60,12 +60,16 @@ class Executor:
     snippet: str | None = None
     shares_weights: bool = True
 
-    def applies_to(self, component: str, module: nn.Module, precision: str) -> bool:
-        """Whether this executor can run ``module`` (component ``component`` stored in
-        ``precision``)."""
+    def applies_to(self, component: str, module: nn.Module, precision: str | None = None) -> bool:
+        """Whether this executor can run ``module`` (component ``component``, stored in
+        ``precision`` when given)."""
         from torch import nn
 
-        if self.precisions is not None and precision not in self.precisions:
+        if (
+            precision is not None
+            and self.precisions is not None
+            and precision not in self.precisions
+        ):
             return False
         if self.components is not None and not any(c in component for c in self.components):
             return False

@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 import functools
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +37,7 @@ def channels_last(module: nn.Module, component: str) -> nn.Module:
     CUDA convolution kernels run faster."""
     import torch
 
-    return copy.deepcopy(module).to(memory_format=torch.channels_last)
+    return copy.deepcopy(module).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def inductor_cache_dir() -> str:
@@ -59,7 +60,9 @@ def _compiled(module: nn.Module, device_type: str) -> nn.Module:
 
     out = copy.copy(module)
     out.__dict__ = dict(module.__dict__)  # own attribute dict: compiling marks only the copy
-    options = {"freezing": True} if device_type == "cpu" else {}
+    options: dict[str, str | int | bool | Callable[..., Any]] = (
+        {"freezing": True} if device_type == "cpu" else {}
+    )
     out._compiled_call_impl = torch.compile(out._call_impl, dynamic=False, options=options)
     return out
 

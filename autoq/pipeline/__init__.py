@@ -17,13 +17,21 @@ from autoq.pipeline._model import (
     load_pipeline,
     pipeline_folder,
 )
-from autoq.pipeline._plan import PLAN_VERSION, SCHEDULERS, PipelinePlan
+from autoq.pipeline._plan import (
+    MEMORY_TOOLS,
+    PLAN_VERSION,
+    SCHEDULERS,
+    ComponentKey,
+    PipelinePlan,
+)
 from autoq.pipeline._screen import ScreenedOut, ScreenResult, capture_calls, screen
 
 __all__ = [
+    "MEMORY_TOOLS",
     "PLAN_VERSION",
     "SCHEDULERS",
     "ComponentCache",
+    "ComponentKey",
     "LoadedModel",
     "ModelIdentity",
     "PipelinePlan",

@@ -65,6 +65,9 @@ class TierLoad:
     torch_dtype: str
     """The dtype every component loads in: ``float32``, as autoq measured the tier (tiers
     with half-precision components are refused, see `plan_load`)."""
+    setup: tuple[str, ...] = ()
+    """Statements run on the loaded ``pipe``: the tier's execution (``torch.compile``) and
+    memory tools (``pipe.vae.enable_tiling()``)."""
 
     def quantization_config(self) -> Any:
         """``diffusers.PipelineQuantizationConfig`` (``None`` if nothing is quantized)."""
@@ -94,6 +97,7 @@ class TierLoad:
                 lines.append(f"        {name!r}: {c.code},")
             lines.append("    }),")
         lines.append(")")
+        lines.extend(self.setup)
         call = f"num_inference_steps={steps}"
         if guidance_scale is not None:
             call += f", guidance_scale={guidance_scale}"
@@ -261,7 +265,8 @@ def plan_load(
     import torch
 
     from autoq.backends import get_precision
-    from autoq.pipeline import module_components
+    from autoq.execution import get_executor
+    from autoq.pipeline import MEMORY_TOOLS, module_components
 
     where = torch.device(device) if device is not None else torch.device("cuda")
     modules = module_components(pipe) if pipe is not None else {}
@@ -287,9 +292,33 @@ def plan_load(
                 f"float32; diffusers' torch_dtype={dtype} runs all of it in {dtype}, which "
                 "changes the images"
             )
+    setup = []
+    for component, name in plan.execution.items():
+        executor = get_executor(name)
+        if executor.snippet is None:
+            reasons.append(
+                f"{name} on {component}: plain diffusers cannot run it; serve this tier "
+                "with autoq's AdaptivePipeline, or export a tier that runs in torch"
+            )
+        elif name == "compile":
+            setup.append(_compile_line(component, modules.get(component)))
+        elif executor.snippet:
+            setup.append(executor.snippet.format(component=component))
+    for tool in plan.memory:
+        component, attribute = MEMORY_TOOLS[tool]
+        setup.append(f"pipe.{component}.{attribute.replace('use_', 'enable_', 1)}()")
     if reasons:
         raise NotExportableError("; ".join(dict.fromkeys(reasons)))
-    return TierLoad(configs=configs, torch_dtype="float32")
+    return TierLoad(configs=configs, torch_dtype="float32", setup=tuple(setup))
+
+
+def _compile_line(component: str, module: nn.Module | None) -> str:
+    """The diffusers idiom for compiling ``component`` as autoq's compile executor does."""
+    if component.startswith("vae"):  # the pipeline calls `vae.decode`, not `vae(...)`
+        return f"pipe.{component}.decode = torch.compile(pipe.{component}.decode)"
+    if module is not None and getattr(module, "_repeated_blocks", None):
+        return f"pipe.{component}.compile_repeated_blocks()"
+    return f"pipe.{component} = torch.compile(pipe.{component})"
 
 
 def to_pipeline_quantization_config(

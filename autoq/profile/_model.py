@@ -62,6 +62,9 @@ class Metrics(BaseModel):
     """Weights of every component plus the activation peak of one generation."""
     weight_bytes: int
     memory_method: str
+    build_s: float | None = None
+    """Seconds the first generation of a process spends compiling kernels or converting
+    components (``torch.compile``, OpenVINO) before its timed runs; ``None``: none."""
 
     def quality_text(self) -> str:
         """``"73.1 [70.2, 75.9] n=64"``: the score, its 95% interval, the images behind it."""

@@ -162,6 +162,9 @@ def tier_details(tier: Tier) -> dict[str, str]:
     if "steps dial" not in shown:
         details["min steps"] = "-" if tier.min_steps is None else str(tier.min_steps)
     details["steps curve"] = _steps_curve(tier)
+    # Compiling or converting: paid by the first generation of each process (warm() and
+    # `autoq serve` pay it before serving).
+    details["first-call build s"] = "-" if m.build_s is None else f"{m.build_s:.1f}"
     return details
 
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
 
+    from autoq.pipeline import PipelinePlan
+
 __all__ = ["AdaptivePipeline", "is_out_of_memory"]
 
 log = get_logger("autoq.runtime")
@@ -378,9 +380,13 @@ class AdaptivePipeline:
         return self._pipe
 
     def _build(self, index: int) -> DiffusionPipeline:
+        return self._build_plan(self.profile.tiers[index].plan)
+
+    def _build_plan(self, plan: PipelinePlan) -> DiffusionPipeline:
         from autoq.pipeline import assemble
 
-        return assemble(self._cache, self.profile.tiers[index].plan)
+        with self._lock:
+            return assemble(self._cache, plan)
 
     def _switch(self, index: int, reason: str, signals: Signals | None = None) -> None:
         """Make ``index`` the serving tier: make-before-break when memory allows."""
@@ -415,6 +421,7 @@ class AdaptivePipeline:
         *,
         record: bool = True,
     ) -> Any:
+        tiled = False  # the one retry of a decode that ran out of memory, with VAE tiling
         while True:
             tier = self.profile.tiers[index]
             call = {"num_inference_steps": tier.plan.steps, **kwargs}
@@ -442,8 +449,20 @@ class AdaptivePipeline:
                 output.steps = steps
                 output.timings = {"generation_s": seconds}
                 return output
+            in_decode = _failed_in_decode(failure, runner.vae)
             # Outside the except block, so the failed frame's tensors can be freed.
             del runner
+            tiling = self.profile.tiers[index].plan.memory
+            if in_decode and not tiled and "vae_tiling" not in tiling:
+                tiled = True
+                failure.__traceback__ = None
+                release_memory(self.device)
+                self.metrics.record_oom()
+                log.warning("oom_retry_tiled", tier=tier.name, error=str(failure)[:200])
+                pipe = self._build_plan(
+                    tier.plan.model_copy(update={"memory": (*tiling, "vae_tiling")})
+                )
+                continue
             index, pipe, dialed = self._after_oom(index, failure, shape)
             if shape.steps is None:
                 kwargs = {
@@ -490,6 +509,20 @@ class AdaptivePipeline:
                 ) from failure
             self._switch(decision.tier, "out of memory")
             return self._index, self._serving(), decision.steps
+
+
+def _failed_in_decode(failure: BaseException, vae: Any) -> bool:
+    """Whether ``failure`` was raised inside ``vae.decode`` (the VAE turning latents into
+    pixels: the step whose memory grows with the image, and that tiling bounds)."""
+    if vae is None or not hasattr(vae, "enable_tiling"):
+        return False
+    tb = failure.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name in ("decode", "_decode") and frame.f_locals.get("self") is vae:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _default_size(base: DiffusionPipeline, profile: Profile) -> tuple[int, int]:

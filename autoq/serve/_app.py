@@ -184,8 +184,9 @@ def create_app(
         device: Generation device when building the pipeline from a profile.
         model: With a profiles directory holding several models, the one to serve.
         allow_mismatch: Serve a profile tuned on another device (logged as a warning).
-        warm_all: At start-up, generate once on every tier (not only the serving one)
-            before ``/readyz`` says ready.
+        warm_all: At start-up, generate once on every tier before ``/readyz`` says
+            ready; otherwise on the serving tier and on every tier whose first call
+            compiles or converts components (`Metrics.build_s`), so no request waits on it.
         body_timeout_s: A request body not received within this many seconds gets 408.
 
     Raises:
@@ -241,7 +242,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Warm in the background: /healthz answers at once, /readyz once warm.
-        tiers = names if warm_all else None
+        built = [t.name for t in pipe.tiers if t.metrics.build_s is not None]
+        tiers = names if warm_all else list(dict.fromkeys([pipe.tier.name, *built]))
         warming = executor().submit(pipe.warm, tiers)
         warming.add_done_callback(_log_warm_failure)
         yield

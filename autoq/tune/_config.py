@@ -77,6 +77,10 @@ class TuneConfig(BaseModel):
     precisions: tuple[str, ...] | None = None
     schedulers: tuple[str, ...] | None = None
     protect: bool = True
+    executions: tuple[str, ...] | None = None
+    """Executors to search (`autoq.execution`); ``None``: `default_executors` here."""
+    memory_tools: tuple[str, ...] = ()
+    """`autoq.pipeline.MEMORY_TOOLS` to search as on/off toggles."""
     guidance_scale: float | None = Field(default=None, ge=0)
     height: int | None = Field(default=None, gt=0)
     width: int | None = Field(default=None, gt=0)
@@ -101,6 +105,16 @@ class TuneConfig(BaseModel):
 
             for name in self.precisions:
                 get_precision(name)
+        if self.executions is not None:
+            from autoq.execution import get_executor
+
+            for name in self.executions:
+                get_executor(name)
+        from autoq.pipeline import MEMORY_TOOLS
+
+        unknown = [t for t in self.memory_tools if t not in MEMORY_TOOLS]
+        if unknown:
+            raise ValueError(f"Unknown memory tool(s) {unknown}; valid: {sorted(MEMORY_TOOLS)}.")
         return self
 
     @classmethod

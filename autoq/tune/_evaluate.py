@@ -201,6 +201,7 @@ def plan_metrics(attrs: dict[str, Any], plan: PipelinePlan, evidence: dict[str, 
         memory_method=evidence["memory_method"],
         psnr=None if is_reference else evidence.get("psnr"),
         ssim=None if is_reference else evidence.get("ssim"),
+        build_s=evidence.get("build_s"),
     )
 
 
@@ -1017,6 +1018,7 @@ def _evidence(run: Run) -> dict[str, Any]:
         "peak_bytes": run.peak_bytes,
         "weight_bytes": run.weight_bytes,
         "memory_method": run.memory_method,
+        "build_s": run.build_s,
     }
 
 

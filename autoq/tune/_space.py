@@ -1,10 +1,11 @@
-"""The search space: per-component precision (and protection), steps and scheduler."""
+"""The search space: per component its precision (and protection) and executor; memory
+tools, steps and scheduler."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autoq._logging import get_logger
@@ -53,6 +54,10 @@ class SearchSpace:
         step_size: Step-count granularity.
         schedulers: Candidate scheduler names (`autoq.pipeline.SCHEDULERS` keys).
         protect: Offer a per-component toggle that keeps `PROTECT_GROUPS` unquantized.
+        executions: Candidate executors per component (`autoq.execution`), ``eager``
+            first; a component missing here, or with one option, runs eagerly. An executor
+            that does not run on the drawn precision falls back to ``eager``.
+        memory: `autoq.pipeline.MEMORY_TOOLS` offered as on/off toggles.
     """
 
     precisions: Mapping[str, tuple[str, ...]]
@@ -60,6 +65,8 @@ class SearchSpace:
     schedulers: tuple[str, ...]
     step_size: int = 1
     protect: bool = True
+    executions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    memory: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         low, high = self.steps
@@ -72,6 +79,41 @@ class SearchSpace:
         for component, options in self.precisions.items():
             if not options:
                 raise ValueError(f"component {component!r} has no usable precision.")
+        for component, executors in self.executions.items():
+            if component not in self.precisions or not executors or executors[0] != "eager":
+                raise ValueError(
+                    f"executors of {component!r} must start with 'eager', got {executors}."
+                )
+
+    def _searched_executors(self) -> dict[str, tuple[str, ...]]:
+        return {c: e for c, e in self.executions.items() if len(e) > 1}
+
+    def _fits(self, component: str, precision: str, executor: str) -> bool:
+        from autoq.execution import get_executor
+
+        allowed = get_executor(executor).precisions
+        return allowed is None or precision in allowed
+
+    def _plan(
+        self,
+        precisions: dict[str, str],
+        protect: dict[str, tuple[str, ...]],
+        executors: Mapping[str, str],
+        memory: Sequence[str],
+        steps: int,
+        scheduler: str,
+    ) -> PipelinePlan:
+        execution = {
+            c: e for c, e in executors.items() if e != "eager" and self._fits(c, precisions[c], e)
+        }
+        return PipelinePlan(
+            precisions=precisions,
+            protect=protect,
+            execution=execution,
+            memory=tuple(memory),
+            steps=steps,
+            scheduler=scheduler,
+        )
 
     def suggest(self, trial: optuna.Trial) -> PipelinePlan:
         """Draw a plan for ``trial``."""
@@ -82,12 +124,15 @@ class SearchSpace:
             keep = self.protect and trial.suggest_categorical(f"{component}.protect", [False, True])
             if keep and precisions[component] != "fp32":  # nothing to protect in fp32
                 protect[component] = PROTECT_GROUPS
+        executors = {
+            c: trial.suggest_categorical(f"{c}.execution", options)
+            for c, options in self._searched_executors().items()
+        }
+        memory = [t for t in self.memory if trial.suggest_categorical(f"memory.{t}", [False, True])]
         low, high = self.steps
         steps = trial.suggest_int("steps", low, high, step=self.step_size)
         scheduler = trial.suggest_categorical("scheduler", self.schedulers)
-        return PipelinePlan(
-            precisions=precisions, protect=protect, steps=steps, scheduler=scheduler
-        )
+        return self._plan(precisions, protect, executors, memory, steps, scheduler)
 
     def grid(self) -> dict[str, list[Any]]:
         """The same space as explicit lists, for Optuna's `GridSampler`."""
@@ -111,6 +156,15 @@ class SearchSpace:
             out[f"{component}.precision"] = precision
             if self.protect:
                 out[f"{component}.protect"] = component in plan.protect
+        for component, executors in self._searched_executors().items():
+            if plan.executor(component) not in executors:
+                return None
+            out[f"{component}.execution"] = plan.executor(component)
+        if any(c not in self._searched_executors() for c in plan.execution):
+            return None
+        if set(plan.memory) - set(self.memory):
+            return None
+        out.update({f"memory.{t}": t in plan.memory for t in self.memory})
         if plan.steps not in self.step_values() or plan.scheduler not in self.schedulers:
             return None
         return {**out, "steps": plan.steps, "scheduler": plan.scheduler}
@@ -125,6 +179,10 @@ class SearchSpace:
             out[f"{component}.precision"] = CategoricalDistribution(options)
             if self.protect:
                 out[f"{component}.protect"] = CategoricalDistribution([False, True])
+        for component, executors in self._searched_executors().items():
+            out[f"{component}.execution"] = CategoricalDistribution(executors)
+        for tool in self.memory:
+            out[f"memory.{tool}"] = CategoricalDistribution([False, True])
         low, high = self.steps
         out["steps"] = IntDistribution(low, high, step=self.step_size)
         out["scheduler"] = CategoricalDistribution(self.schedulers)
@@ -144,10 +202,18 @@ class SearchSpace:
         """How many distinct plans the space holds (protecting an fp32 component is a no-op;
         with ``aliases``, a scheduler that stands for another at a step count makes the
         same plans as it there: `canonical`)."""
+        executors = self.executions
+
+        def ways(component: str, precision: str) -> int:
+            protected = 2 if self.protect and precision != "fp32" else 1
+            runs = executors.get(component, ("eager",))
+            return protected * sum(self._fits(component, precision, e) for e in runs)
+
         per_component = [
-            len(options) + (sum(p != "fp32" for p in options) if self.protect else 0)
-            for options in self.precisions.values()
+            sum(ways(component, p) for p in options)
+            for component, options in self.precisions.items()
         ]
+        per_component.append(2 ** len(self.memory))
         aliases = aliases or {}
         schedules = sum(
             len({aliases.get(n, {}).get(s, s) for s in self.schedulers}) for n in self.step_values()
@@ -165,17 +231,21 @@ class SearchSpace:
         """Trial parameters of the plans at the space's corners, to measure first.
 
         fp32 at the fewest and at the most steps, every component at its smallest
-        precision (by ``size_of(component, precision)``, estimated bytes), and every
-        component at an 8-bit precision; the last two at the most steps, unprotected.
-        Samplers find the interior; corners are where they are weakest.
+        precision (by ``size_of(component, precision)``, estimated bytes), every
+        component at an 8-bit precision, and fp32 under each searched executor on every
+        component it runs (the fastest execution of the reference's weights); all but the
+        first at the most steps, unprotected. Samplers find the interior; corners are where
+        they are weakest.
         """
         from autoq.backends import get_precision
 
         steps = self.step_values()
         scheduler = "default" if "default" in self.schedulers else self.schedulers[0]
 
-        def params(choice: Mapping[str, str], n_steps: int) -> dict[str, Any]:
-            plan = PipelinePlan(precisions=dict(choice), steps=n_steps, scheduler=scheduler)
+        def params(
+            choice: Mapping[str, str], n_steps: int, executors: Mapping[str, str] | None = None
+        ) -> dict[str, Any]:
+            plan = self._plan(dict(choice), {}, executors or {}, (), n_steps, scheduler)
             drawn = self.params(plan)
             assert drawn is not None  # every choice comes from the space's own options
             return drawn
@@ -194,6 +264,11 @@ class SearchSpace:
         }
         if all(eight.values()):
             plans.append(params({c: str(p) for c, p in eight.items()}, steps[-1]))
+        if all("fp32" in o for o in self.precisions.values()):
+            searched = self._searched_executors()
+            for executor in dict.fromkeys(e for runs in searched.values() for e in runs[1:]):
+                on = {c: executor for c, runs in searched.items() if executor in runs}
+                plans.append(params(dict.fromkeys(self.precisions, "fp32"), steps[-1], on))
         unique: list[dict[str, Any]] = []
         for plan in plans:
             if plan not in unique:
@@ -279,4 +354,64 @@ def build_space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -
         step_size=config.step_size or coarse_step(*steps),
         schedulers=tuple(schedulers),
         protect=config.protect,
+        executions=component_executors(loaded.pipe, config.executions, device),
+        memory=tuple(config.memory_tools),
     )
+
+
+# Component classes the default OpenVINO search converts (checked against torch in tests);
+# others are converted only when asked for by name.
+_OPENVINO_CLASSES = {
+    "UNet2DConditionModel",
+    "AutoencoderKL",
+    "CLIPTextModel",
+    "CLIPTextModelWithProjection",
+}
+
+
+def default_executors(device: torch.device) -> tuple[str, ...]:
+    """What a tune searches without ``--executions``: OpenVINO (fp32 and int8 weights) on
+    CPUs where it runs, ``torch.compile`` on CUDA (the diffusers recipe there)."""
+    if device.type == "cuda":
+        return ("eager", "compile")
+    return ("eager", "openvino", "openvino_int8")
+
+
+def component_executors(
+    pipe: DiffusionPipeline, wanted: Sequence[str] | None, device: torch.device
+) -> dict[str, tuple[str, ...]]:
+    """Per component, the executors to search: ``wanted`` (default: `default_executors`)
+    that run on ``device`` and apply to the component; ``eager`` always first.
+
+    Raises:
+        ConfigError: An executor asked for by name cannot run on ``device``.
+    """
+    from autoq.execution import EAGER, get_executor, probe_executors
+    from autoq.pipeline import module_components
+
+    names = list(dict.fromkeys([EAGER, *(wanted or default_executors(device))]))
+    probes = {p.executor: p for p in probe_executors(device, only=names)}
+    unusable = {n: p.reason for n, p in probes.items() if not p.usable}
+    if wanted is not None and any(n in unusable for n in wanted):
+        name = next(n for n in wanted if n in unusable)
+        raise ConfigError(
+            f"Executor {name!r} cannot run on {device}: {unusable[name]}; "
+            "`autoq backends` lists the executors and why."
+        )
+    if unusable:
+        log.info("executors_left_out", reasons=unusable)
+    out: dict[str, tuple[str, ...]] = {}
+    for component, module in module_components(pipe).items():
+        runs = [
+            n
+            for n in names
+            if n == EAGER or (n not in unusable and get_executor(n).applies_to(component, module))
+        ]
+        if wanted is None:  # by default OpenVINO only converts the classes it is tested on
+            runs = [
+                n
+                for n in runs
+                if not n.startswith("openvino") or type(module).__name__ in _OPENVINO_CLASSES
+            ]
+        out[component] = tuple(runs)
+    return out

@@ -185,7 +185,6 @@ _STATES: dict[str, TrialStateName] = {
     "PRUNED": "pruned",
     "FAIL": "failed",
     "RUNNING": "running",
-    "WAITING": "running",
 }
 
 
@@ -196,6 +195,8 @@ def trial_points(study: optuna.Study, feasible: set[int]) -> list[TrialPoint]:
     by_plan = {_plan_json_key(a.plan.model_dump(mode="json")): a for a in assess(study)}
     points = []
     for t in study.get_trials(deepcopy=False):
+        if t.state.name == "WAITING":  # queued for a later run (a corner over the budget)
+            continue
         raw_plan = t.user_attrs.get("plan")
         assessed = by_plan.get(_plan_json_key(raw_plan)) if raw_plan else None
         m = assessed.metrics if assessed is not None else None

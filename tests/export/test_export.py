@@ -207,3 +207,28 @@ def test_quantized_t5_is_refused_where_transformers_keeps_wo(
     module = load_exported(result).text_encoder_3
     assert not any(name.endswith(".wo") for name in quantized_layers(module))
     assert torch.is_tensor(next(module.parameters()))
+
+
+def test_execution_and_memory_tools_are_written_into_the_load_code(tmp_path: Path) -> None:
+    plan = PipelinePlan(
+        precisions={"unet": "fp32", "vae": "fp32"},
+        execution={"unet": "compile", "vae": "compile"},
+        memory=("vae_tiling",),
+        steps=2,
+    )
+    result = export_tier(one_tier_profile(ZOO, plan), "tier", tmp_path / "out", device="cpu")
+    lines = result.code.splitlines()
+    assert "pipe.unet.compile_repeated_blocks()" in lines  # diffusers' regional compile
+    assert "pipe.vae.decode = torch.compile(pipe.vae.decode)" in lines  # what the pipeline calls
+    assert "pipe.vae.enable_tiling()" in lines
+    assert lines.index("pipe.vae.enable_tiling()") < next(
+        i for i, line in enumerate(lines) if line.startswith("image = pipe(")
+    )
+
+
+def test_an_openvino_tier_is_refused_in_one_line(tmp_path: Path) -> None:
+    plan = PipelinePlan(precisions={"unet": "fp32"}, execution={"unet": "openvino_int8"}, steps=2)
+    with pytest.raises(NotExportableError, match="openvino_int8 on unet: plain diffusers") as info:
+        export_tier(one_tier_profile(ZOO, plan), "tier", tmp_path / "out", device="cpu")
+    assert "AdaptivePipeline" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()

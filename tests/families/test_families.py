@@ -158,6 +158,7 @@ def test_short_tune_has_no_failed_trial_and_every_tier_generates(
         steps=(1, 2),
         # The pairings this family test is about; the screen tests cover the rest.
         precisions=("fp32", "bf16", "fp16", "gguf_q4_0", "bnb_nf4", "quanto_int8"),
+        executions=("eager",),  # storage per family; tests/execution covers executors
         prompts=FAMILY_PROMPTS[:2],
         n_prompts=2,
         eval_images=2,  # racing re-measures on this many; the tune tests cover racing

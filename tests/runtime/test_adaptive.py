@@ -95,6 +95,36 @@ def test_out_of_memory_steps_down_and_succeeds(profile, monkeypatch) -> None:
     assert generate(pipe).tier == "balanced"  # quality is cooling down
 
 
+def test_out_of_memory_in_decode_retries_once_with_vae_tiling(profile, monkeypatch) -> None:
+    from diffusers import AutoencoderKL
+
+    pipe = adaptive(profile, ScriptedMonitor([plenty()]), dwell_s=3600)
+    real_decode = AutoencoderKL.decode
+    tiled_calls = []
+
+    def decode(self, *args, **kwargs):  # named like the VAE's: the failure is in decode
+        if not self.use_tiling:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+        tiled_calls.append(self)
+        return real_decode(self, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "decode", decode)
+    out = generate(pipe)
+    assert out.tier == "quality"  # the same tier, decoded in tiles: no step down
+    assert len(tiled_calls) == 1 and tiled_calls[0] is not pipe._serving().vae
+    assert not pipe._serving().vae.use_tiling  # only that request was tiled
+    assert pipe.metrics.snapshot()["oom_retries"] == 1
+
+    # Tiled and still out of memory: once per request, then smaller tiers as before.
+    def decode(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+
+    monkeypatch.setattr(AutoencoderKL, "decode", decode)
+    with pytest.raises(OutOfMemoryError, match="no tier with a smaller measured peak"):
+        generate(pipe)
+    assert pipe.metrics.snapshot()["oom_retries"] == 1 + 1 + 3  # tiled once, then 3 tiers
+
+
 def test_out_of_memory_on_every_tier_is_a_clear_error(profile, monkeypatch) -> None:
     from diffusers import StableDiffusionPipeline
 

@@ -471,3 +471,22 @@ def test_a_deadline_starts_no_work_that_would_not_end_in_time(monkeypatch) -> No
     unbounded = _evaluate.Deadline()
     assert list(unbounded.each("phase", ["a", "b"], str)) == ["a", "b"]
     assert unbounded.cuts == []
+
+
+@pytest.mark.slow
+def test_a_tune_searches_openvino_and_records_its_build_cost(tmp_path) -> None:
+    from autoq.profile import read_profile
+    from autoq.tune import tune
+    from tests.tune.conftest import fast_config
+
+    config = fast_config(tmp_path, trials=3, steps=(4, 4), precisions=("fp32",),
+                         executions=("openvino",))  # fmt: skip
+    profile = read_profile(tune(config).path)
+    measured = {t.plan.describe(): t for t in profile.trials if t.state == "complete"}
+    converted = [t for t in measured.values() if t.plan.execution]
+    # The corner: the reference's fp32 weights, every component converted.
+    assert any(set(t.plan.execution.values()) == {"openvino"} for t in converted)
+    tiers = [profile.reference, *profile.tiers]
+    built = [t for t in tiers if t.plan.execution]
+    assert built and all(t.metrics.build_s is not None and t.metrics.build_s > 0 for t in built)
+    assert all(t.metrics.build_s is None for t in tiers if not t.plan.execution)
