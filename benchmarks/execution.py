@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autoq.backends import weight_bytes
+from autoq.execution._openvino import openvino_config
 from autoq.pipeline import ComponentCache, PipelinePlan, assemble, module_components
 from benchmarks.models import build
 
@@ -90,7 +91,7 @@ def _plain_openvino(unet: Any, inputs: dict[str, Any]) -> Callable[[], Any]:
     args = (inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"])
     with torch.no_grad():
         model = ov.convert_model(Forward(), example_input=args)
-    compiled = ov.Core().compile_model(model, "CPU")
+    compiled = ov.Core().compile_model(model, "CPU", openvino_config())
     return lambda: compiled([a.numpy() for a in args])
 
 

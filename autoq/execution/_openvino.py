@@ -44,6 +44,14 @@ def check_openvino(device: torch.device) -> str | None:
     return None
 
 
+def openvino_config() -> dict[str, str]:
+    """OpenVINO's CPU settings: as many inference threads as torch has in this process
+    (OpenVINO would otherwise take every core, whatever ``OMP_NUM_THREADS`` says)."""
+    import torch
+
+    return {"INFERENCE_NUM_THREADS": str(torch.get_num_threads())}
+
+
 class _Flat:
     """``fn`` as a function of its tensor inputs only: the other arguments are fixed."""
 
@@ -152,7 +160,7 @@ class OpenVINOCall:
             with quiet():
                 model = nncf.compress_weights(model, mode=mode)
         self.constant_bytes = max(self.constant_bytes, _constant_bytes(model))
-        compiled = ov.Core().compile_model(model, "CPU")
+        compiled = ov.Core().compile_model(model, "CPU", openvino_config())
         return compiled, flat.out_spec, out_like
 
 
