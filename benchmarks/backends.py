@@ -19,10 +19,13 @@ import copy
 import gc
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autoq.backends import (
     apply_precision,
@@ -33,36 +36,8 @@ from autoq.backends import (
     weight_bytes,
 )
 from autoq.device import fingerprint
+from benchmarks.models import SD15_UNET  # the published config, shared with execution.py
 
-SD15_UNET = {  # runwayml/stable-diffusion-v1-5 unet/config.json
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": [
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "DownBlock2D",
-    ],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 64,
-    "up_block_types": [
-        "UpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-    ],
-}
 SMALL_UNET = {
     **SD15_UNET,
     "block_out_channels": [64, 128, 128, 128],

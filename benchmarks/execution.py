@@ -43,7 +43,6 @@ from autoq.pipeline import ComponentCache, PipelinePlan, assemble, module_compon
 from benchmarks.models import build
 
 RESULTS = Path("benchmarks/results")
-FP32 = ("unet", "vae", "text_encoder")
 
 
 def _median_after_first(call: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -95,7 +94,7 @@ def _plain_openvino(unet: Any, inputs: dict[str, Any]) -> Callable[[], Any]:
     return lambda: compiled([a.numpy() for a in args])
 
 
-def unet_rows(pipe: Any, size: int, repeats: int, done: dict[str, dict]) -> None:
+def unet_rows(pipe: Any, size: int, repeats: int, done: dict[str, dict], path: Path) -> None:
     """The UNet forward table, into ``done`` (by row name)."""
     inputs = _unet_inputs(pipe, size)
     cache = ComponentCache(pipe, max_bytes=2**40)
@@ -132,26 +131,28 @@ def unet_rows(pipe: Any, size: int, repeats: int, done: dict[str, dict]) -> None
         with torch.no_grad():
             began = time.perf_counter()
             call, module = make()
+            made_s = time.perf_counter() - began  # converting, casting, wrapping
             first, median = _median_after_first(call, repeats)
-        build_s = time.perf_counter() - began - first - median * repeats
         done[key] = {
             "table": "unet",
             "name": name,
             "seconds": median,
-            "first_call_s": round(first + build_s, 2),
+            "first_call_s": round(made_s + first, 2),
             "weight_bytes": weight_bytes(module) if module is not None else None,
         }
         print(json.dumps(done[key]), flush=True)
         del call, module
         cache.retain(set())
         gc.collect()
-        _save(done)
+        _save(done, path)
 
 
-def generation_rows(pipe: Any, size: int, steps: int, repeats: int, done: dict[str, dict]) -> None:
+def generation_rows(
+    pipe: Any, size: int, steps: int, repeats: int, done: dict[str, dict], path: Path
+) -> None:
     """The whole-generation table, into ``done``."""
     cache = ComponentCache(pipe, max_bytes=2**40)
-    components = [c for c in module_components(pipe) if c in FP32 or c.startswith("text_encoder")]
+    components = list(module_components(pipe))  # the UNet, the VAE, every text encoder
     fp32 = dict.fromkeys(components, "fp32")
 
     def plan(**update: Any) -> PipelinePlan:
@@ -212,15 +213,12 @@ def generation_rows(pipe: Any, size: int, steps: int, repeats: int, done: dict[s
         del target
         cache.retain(set())
         gc.collect()
-        _save(done)
+        _save(done, path)
 
 
-_PATH: Path = RESULTS / "execution-sd15.json"
-
-
-def _save(done: dict[str, dict]) -> None:
-    _PATH.parent.mkdir(parents=True, exist_ok=True)
-    _PATH.write_text(json.dumps(done, indent=1))
+def _save(done: dict[str, dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(done, indent=1))
 
 
 def markdown(done: dict[str, dict], meta: dict[str, Any]) -> str:
@@ -247,7 +245,6 @@ def markdown(done: dict[str, dict], meta: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    global _PATH
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
     parser.add_argument("--size", type=int, default=256)
@@ -255,8 +252,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=["unet", "generation"])
     args = parser.parse_args()
-    _PATH = RESULTS / f"execution-{args.family}.json"
-    done: dict[str, dict] = json.loads(_PATH.read_text()) if _PATH.exists() else {}
+    path = RESULTS / f"execution-{args.family}.json"
+    done: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
     meta = {
         "family": args.family,
         "size": args.size,
@@ -268,10 +265,10 @@ def main() -> None:
     done["_meta"] = meta
     pipe = build(args.family)
     if args.only in (None, "unet"):
-        unet_rows(pipe, args.size, args.repeats, done)
+        unet_rows(pipe, args.size, args.repeats, done, path)
     if args.only in (None, "generation"):
-        generation_rows(pipe, args.size, args.steps, args.repeats, done)
-    _save(done)
+        generation_rows(pipe, args.size, args.steps, args.repeats, done, path)
+    _save(done, path)
     text = markdown(done, meta)
     (RESULTS / f"execution-{args.family}.md").write_text(text)
     print(text)

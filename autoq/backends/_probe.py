@@ -9,8 +9,9 @@ import functools
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -52,6 +53,9 @@ class ProbeResult(BaseModel):
     seconds: float = 0.0
 
 
+Probed = TypeVar("Probed", bound=BaseModel)
+
+
 def cache_dir() -> Path:
     """Where autoq caches probes and quantized weights (``$AUTOQ_CACHE_DIR`` or
     ``~/.cache/autoq``)."""
@@ -72,19 +76,28 @@ def _cache_file(device: torch.device) -> Path:
     return cache_dir() / "probes" / f"{fid}-{str(device).replace(':', '')}.json"
 
 
-def _load_cache(path: Path) -> dict[str, ProbeResult]:
+def _load_cache(path: Path, model: type[Probed]) -> dict[str, Probed]:
+    """Cached probe results of ``model`` by name; empty when missing, damaged or of an
+    older cache version."""
     try:
         raw = json.loads(path.read_text())
         if raw.get("version") != _CACHE_VERSION:
             return {}
-        return {k: ProbeResult.model_validate(v) for k, v in raw["results"].items()}
+        return {k: model.model_validate(v) for k, v in raw["results"].items()}
     except (OSError, ValueError, KeyError, TypeError):
         return {}  # a missing or damaged cache only costs a re-probe
 
 
-def _save_cache(path: Path, results: dict[str, ProbeResult]) -> None:
+def _save_cache(path: Path, results: Mapping[str, BaseModel]) -> None:
     body = {"version": _CACHE_VERSION, "results": {k: v.model_dump() for k, v in results.items()}}
-    atomic_write_text(path, json.dumps(body, indent=1))
+    with contextlib.suppress(OSError):  # a read-only home still gets answers
+        atomic_write_text(path, json.dumps(body, indent=1))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a probe failed: the underlying exception's type and message."""
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}".strip()[:300]
 
 
 def _probe_net(device: torch.device) -> tuple[nn.Module, torch.Tensor]:
@@ -125,11 +138,10 @@ def _run_probe(name: str, device: torch.device) -> ProbeResult:
         error = float((out - ref).norm() / ref.norm())
         ratio = weight_bytes(quantized) / weight_bytes(net)
     except Exception as exc:
-        cause = exc.__cause__ or exc
         return ProbeResult(
             **base,
             usable=False,
-            reason=f"{type(cause).__name__}: {cause}".strip()[:300],
+            reason=failure_reason(exc),
             seconds=time.perf_counter() - start,
         )
     seconds = time.perf_counter() - start
@@ -166,13 +178,12 @@ def probe_all(
     device = resolve_device(device)
     names = only if only is not None else [p.name for p in list_precisions()]
     path = _cache_file(device)
-    cached = {} if refresh else _load_cache(path)
+    cached = {} if refresh else _load_cache(path, ProbeResult)
     missing = [n for n in names if n not in cached]
     if missing:
         for name in missing:
             cached[name] = _run_probe(name, device)
-        with contextlib.suppress(OSError):  # a read-only home still gets answers
-            _save_cache(path, {**_load_cache(path), **cached})
+        _save_cache(path, {**_load_cache(path, ProbeResult), **cached})
     return [cached[n] for n in names]
 
 

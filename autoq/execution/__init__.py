@@ -24,6 +24,7 @@ from autoq.execution._torch import (
     channels_last,
     check_compile,
     compile_module,
+    compile_snippet,
     eager,
     inductor_cache_dir,
 )
@@ -38,13 +39,13 @@ def _openvino(weights: str | None) -> functools.partial[nn.Module]:
 
 
 for _executor in (
-    Executor(EAGER, "PyTorch, eager (as stored)", eager, snippet=""),
+    Executor(EAGER, "PyTorch, eager (as stored)", eager, snippet=lambda component, module: ""),
     Executor(
         "channels_last",
         "PyTorch, 4-D weights in channels-last memory format",
         channels_last,
         convolutional=True,
-        snippet="pipe.{component}.to(memory_format=torch.channels_last)",
+        snippet=lambda c, module: f"pipe.{c}.to(memory_format=torch.channels_last)",
         shares_weights=False,
     ),
     Executor(
@@ -53,7 +54,7 @@ for _executor in (
         compile_module,
         check=check_compile,
         precisions=COMPILE_PRECISIONS,
-        snippet='pipe.{component} = torch.compile(pipe.{component}, mode="default")',
+        snippet=compile_snippet,
     ),
     Executor(
         "openvino",

@@ -45,8 +45,9 @@ class Executor:
         precisions: The storage precisions it runs on (``None``: any).
         components: Substrings of the component names it applies to (``None``: any).
         convolutional: Only for components with 2-D convolutions (UNet, VAE).
-        snippet: Python (with ``{component}``) that plain diffusers users run to get the
-            same execution, or ``None`` when only autoq can load it.
+        snippet: ``snippet(component, module) -> line``: the Python plain diffusers users
+            run on ``pipe`` for the same execution (``""``: nothing to run), or ``None`` when
+            only autoq can run it. ``module`` is the torch component, when known.
         shares_weights: The executed module reuses the stored module's weights.
     """
 
@@ -57,19 +58,19 @@ class Executor:
     precisions: tuple[str, ...] | None = None
     components: tuple[str, ...] | None = None
     convolutional: bool = False
-    snippet: str | None = None
+    snippet: Callable[[str, nn.Module | None], str] | None = None
     shares_weights: bool = True
+
+    def runs_on(self, precision: str) -> bool:
+        """Whether this executor runs a component stored in ``precision``."""
+        return self.precisions is None or precision in self.precisions
 
     def applies_to(self, component: str, module: nn.Module, precision: str | None = None) -> bool:
         """Whether this executor can run ``module`` (component ``component``, stored in
         ``precision`` when given)."""
         from torch import nn
 
-        if (
-            precision is not None
-            and self.precisions is not None
-            and precision not in self.precisions
-        ):
+        if precision is not None and not self.runs_on(precision):
             return False
         if self.components is not None and not any(c in component for c in self.components):
             return False

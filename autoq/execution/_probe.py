@@ -4,14 +4,11 @@ precision probes, so each machine probes once."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from autoq._files import atomic_write_text
 from autoq.execution._base import EXECUTORS, get_executor
 
 if TYPE_CHECKING:
@@ -20,7 +17,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ExecutorProbe", "probe_executors"]
 
-_CACHE_VERSION = 1
 MAX_REL_ERROR = 0.02
 """Largest relative output error an executor may add to fp32 weights (OpenVINO infers in
 bf16 on CPUs that have it: about 0.5% on the probe network)."""
@@ -65,12 +61,14 @@ def _probe_net(device: torch.device) -> tuple[nn.Module, torch.Tensor]:
 def _run_probe(name: str, device: torch.device) -> ExecutorProbe:
     import torch
 
+    from autoq.backends._probe import failure_reason
     from autoq.backends._quiet import quiet
 
     executor = get_executor(name)
+    base: dict[str, Any] = {"executor": name, "device": str(device)}
     reason = executor.check(device)
     if reason is not None:
-        return ExecutorProbe(executor=name, device=str(device), usable=False, reason=reason)
+        return ExecutorProbe(**base, usable=False, reason=reason)
     try:
         net, x = _probe_net(device)
         with torch.no_grad(), quiet():
@@ -80,21 +78,16 @@ def _run_probe(name: str, device: torch.device) -> ExecutorProbe:
             build_s = time.perf_counter() - began
         error = float((out - ref).norm() / ref.norm())
     except Exception as exc:
-        cause = exc.__cause__ or exc
-        reason = f"{type(cause).__name__}: {cause}".strip()[:300]
-        return ExecutorProbe(executor=name, device=str(device), usable=False, reason=reason)
+        return ExecutorProbe(**base, usable=False, reason=failure_reason(exc))
     if not error < MAX_REL_ERROR:  # also catches NaN
         return ExecutorProbe(
-            executor=name,
-            device=str(device),
+            **base,
             usable=False,
             rel_error=error,
             build_s=build_s,
             reason=f"output error {error:.3g} vs eager fp32 exceeds {MAX_REL_ERROR}",
         )
-    return ExecutorProbe(
-        executor=name, device=str(device), usable=True, rel_error=error, build_s=build_s
-    )
+    return ExecutorProbe(**base, usable=True, rel_error=error, build_s=build_s)
 
 
 def probe_executors(
@@ -108,26 +101,16 @@ def probe_executors(
     Raises:
         ConfigError: A name in ``only`` is not an executor.
     """
-    from autoq.backends._probe import _cache_file
+    from autoq.backends._probe import _cache_file, _load_cache, _save_cache
     from autoq.device import resolve_device
 
     device = resolve_device(device)
     names = [get_executor(n).name for n in only] if only is not None else list(EXECUTORS)
     path = _cache_file(device).with_suffix(".executors.json")
-    cached: dict[str, ExecutorProbe] = {}
-    if not refresh:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            raw = json.loads(path.read_text())
-            if raw.get("version") == _CACHE_VERSION:
-                cached = {k: ExecutorProbe.model_validate(v) for k, v in raw["results"].items()}
+    cached = {} if refresh else _load_cache(path, ExecutorProbe)
     missing = [n for n in names if n not in cached]
-    for name in missing:
-        cached[name] = _run_probe(name, device)
     if missing:
-        body = {
-            "version": _CACHE_VERSION,
-            "results": {k: v.model_dump() for k, v in cached.items()},
-        }
-        with contextlib.suppress(OSError):  # a read-only home still gets answers
-            atomic_write_text(path, json.dumps(body, indent=1))
+        for name in missing:
+            cached[name] = _run_probe(name, device)
+        _save_cache(path, {**_load_cache(path, ExecutorProbe), **cached})
     return [cached[n] for n in names]

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["channels_last", "compile_module", "eager", "inductor_cache_dir"]
+__all__ = ["channels_last", "compile_module", "compile_snippet", "eager", "inductor_cache_dir"]
 
 # Storages inductor compiles here: the dtype casts and torchao's int8 tensor subclasses.
 # The others (bitsandbytes, quanto, GGUF) call custom kernels dynamo cannot trace through.
@@ -94,6 +94,15 @@ def compile_module(module: nn.Module, component: str) -> nn.Module:
         assert child is not None
         shell._modules[name] = _compiled(child, device_type)
     return shell
+
+
+def compile_snippet(component: str, module: nn.Module | None) -> str:
+    """The diffusers idiom that compiles ``component`` as `compile_module` does."""
+    if component.startswith("vae"):  # the pipeline calls `vae.decode`, not `vae(...)`
+        return f"pipe.{component}.decode = torch.compile(pipe.{component}.decode)"
+    if module is not None and getattr(module, "_repeated_blocks", None):
+        return f"pipe.{component}.compile_repeated_blocks()"
+    return f"pipe.{component} = torch.compile(pipe.{component})"
 
 
 def _compile_blocks(shell: nn.Module, classes: set[str], device_type: str) -> nn.Module:

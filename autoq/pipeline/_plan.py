@@ -110,10 +110,10 @@ class PipelinePlan(BaseModel):
         for component, name in self.execution.items():
             if component not in self.precisions:
                 raise ValueError(f"execution names {component!r}, which has no precision.")
-            allowed = get_executor(name).precisions
-            if allowed is not None and self.precisions[component] not in allowed:
+            executor = get_executor(name)
+            if not executor.runs_on(self.precisions[component]):
                 raise ValueError(
-                    f"executor {name!r} runs on precisions {list(allowed)}, but "
+                    f"executor {name!r} runs on precisions {list(executor.precisions or ())}, but "
                     f"{component!r} is {self.precisions[component]!r}."
                 )
         return self

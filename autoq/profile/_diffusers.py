@@ -300,25 +300,14 @@ def plan_load(
                 f"{name} on {component}: plain diffusers cannot run it; serve this tier "
                 "with autoq's AdaptivePipeline, or export a tier that runs in torch"
             )
-        elif name == "compile":
-            setup.append(_compile_line(component, modules.get(component)))
-        elif executor.snippet:
-            setup.append(executor.snippet.format(component=component))
+        elif line := executor.snippet(component, modules.get(component)):
+            setup.append(line)
     for tool in plan.memory:
         component, attribute = MEMORY_TOOLS[tool]
         setup.append(f"pipe.{component}.{attribute.replace('use_', 'enable_', 1)}()")
     if reasons:
         raise NotExportableError("; ".join(dict.fromkeys(reasons)))
     return TierLoad(configs=configs, torch_dtype="float32", setup=tuple(setup))
-
-
-def _compile_line(component: str, module: nn.Module | None) -> str:
-    """The diffusers idiom for compiling ``component`` as autoq's compile executor does."""
-    if component.startswith("vae"):  # the pipeline calls `vae.decode`, not `vae(...)`
-        return f"pipe.{component}.decode = torch.compile(pipe.{component}.decode)"
-    if module is not None and getattr(module, "_repeated_blocks", None):
-        return f"pipe.{component}.compile_repeated_blocks()"
-    return f"pipe.{component} = torch.compile(pipe.{component})"
 
 
 def to_pipeline_quantization_config(

@@ -88,11 +88,11 @@ class SearchSpace:
     def _searched_executors(self) -> dict[str, tuple[str, ...]]:
         return {c: e for c, e in self.executions.items() if len(e) > 1}
 
-    def _fits(self, component: str, precision: str, executor: str) -> bool:
+    @staticmethod
+    def _fits(precision: str, executor: str) -> bool:
         from autoq.execution import get_executor
 
-        allowed = get_executor(executor).precisions
-        return allowed is None or precision in allowed
+        return get_executor(executor).runs_on(precision)
 
     def _plan(
         self,
@@ -104,7 +104,7 @@ class SearchSpace:
         scheduler: str,
     ) -> PipelinePlan:
         execution = {
-            c: e for c, e in executors.items() if e != "eager" and self._fits(c, precisions[c], e)
+            c: e for c, e in executors.items() if e != "eager" and self._fits(precisions[c], e)
         }
         return PipelinePlan(
             precisions=precisions,
@@ -207,7 +207,7 @@ class SearchSpace:
         def ways(component: str, precision: str) -> int:
             protected = 2 if self.protect and precision != "fp32" else 1
             runs = executors.get(component, ("eager",))
-            return protected * sum(self._fits(component, precision, e) for e in runs)
+            return protected * sum(self._fits(precision, e) for e in runs)
 
         per_component = [
             sum(ways(component, p) for p in options)
