@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -19,8 +20,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+PIPED_WIDTH = 1000
+"""Columns of a console that is not a terminal (CI logs, a file, ``| less``): a table takes
+the width its content needs instead of wrapping at 80. ``COLUMNS`` still rules."""
+
+
+def _console(*, stderr: bool = False) -> Console:
+    console = Console(stderr=stderr)
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    return Console(stderr=stderr, width=PIPED_WIDTH)
+
+
+console = _console()
+err_console = _console(stderr=True)
 """Everything the CLI writes to stderr goes through this console: log lines and progress
 bars share it, so log lines print above a live bar instead of into it."""
 _state = {"debug": False}
@@ -257,23 +270,25 @@ def tune(
         TimeElapsedColumn(),
         console=err,
     )
-    task = progress.add_task("tune", total=config.trials, best="measuring reference...")
+    task = progress.add_task("tune", total=None, best="loading...")
+    started = {"bar": False}
 
-    calls = {"n": 0}
+    def show() -> None:
+        if not started["bar"]:  # the model loaded: input errors are past, show the bar
+            progress.start()
+            started["bar"] = True
 
     def on_trial(done: int, wanted: int, best: float | None) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:  # the model loaded: input errors are past, show the bar
-            progress.start()
-            label = "measuring reference..."
-        elif best is None:
-            label = "no feasible trial yet"
-        else:
-            label = f"best feasible CLIP {best:.2f}"
+        show()
+        label = "no feasible trial yet" if best is None else f"best feasible CLIP {best:.2f}"
         progress.update(task, completed=done, total=wanted, best=label)
 
-    def on_phase(phase: str, done: int, total: int) -> None:  # after the search
-        progress.update(task, completed=done, total=total, best=phase)
+    def on_phase(phase: str, done: int, total: int) -> None:
+        if phase == "load":
+            return
+        show()
+        if phase != "search":  # the search's bar is on_trial's, with the best CLIP
+            progress.update(task, completed=done, total=total or None, best=f"{phase}...")
 
     try:
         result = run_tune(config, on_trial=on_trial, on_phase=on_phase)

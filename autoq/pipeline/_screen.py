@@ -5,8 +5,10 @@ One fp32 generation records the first call each component receives (``forward``,
 ``encode`` or ``decode``, whatever the pipeline calls). Each candidate module then replays
 that call; its outputs must match fp32's in structure, shape and dtype (what the next
 component receives) and stay within the precision's documented error bound
-(`autoq.backends.Precision.max_rel_error`). Results are cached per model content, device
-and library versions, so a rerun screens nothing twice.
+(`autoq.backends.Precision.max_rel_error`). Every replay is timed and bounded by fp32's
+time on the same calls, so a precision without fast kernels on the device is left out in
+seconds, not run for minutes. Results are cached per model content, device and library
+versions, so a rerun screens nothing twice.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import copy
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,7 +35,16 @@ if TYPE_CHECKING:
 __all__ = ["Call", "ScreenResult", "ScreenedOut", "capture_calls", "screen"]
 
 _METHODS = ("forward", "encode", "decode")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+
+SLOW_FACTOR = 10.0
+"""A pairing whose replay takes this many times fp32's on the same calls is too slow."""
+DOMINATED_FACTOR = 3.0
+"""A pairing this many times slower than a kept precision of as few bits is dominated."""
+FIRST_PASS_FACTOR = 2.0
+"""Dtype casts first run under this many times fp32's time; those over it run last."""
+MIN_BOUND_S = 2.0
+"""No time bound below this: on tiny models the timings are scheduler noise."""
 
 BuildModule = Callable[[str, str, tuple[str, ...]], "nn.Module"]
 
@@ -60,6 +72,12 @@ class ScreenResult:
     kept: dict[str, tuple[str, ...]]
     dropped: list[ScreenedOut] = field(default_factory=list)
     rel_errors: dict[tuple[str, str, tuple[str, ...]], float] = field(default_factory=dict)
+    seconds: dict[tuple[str, str, tuple[str, ...]], float] = field(default_factory=dict)
+    """Replay seconds of each timed pairing over its component's recorded calls."""
+    fp32_seconds: dict[str, float] = field(default_factory=dict)
+    """fp32's replay seconds per component: the yardstick of the time bounds."""
+    unscreened: list[tuple[str, str]] = field(default_factory=list)
+    """(component, precision) pairings the time budget left no time for."""
 
 
 @dataclass
@@ -215,6 +233,55 @@ def _replay(module: nn.Module, call: Call) -> Any:
         return method(*_detach(call.args), **_detach(call.kwargs))
 
 
+def _synchronize(device: torch.device | None) -> None:
+    import torch
+
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _OverTime(Exception):
+    """Raised from a forward pre-hook once a bounded replay runs past its bound."""
+
+
+@contextlib.contextmanager
+def _bounded(seconds: float | None) -> Iterator[None]:
+    """Stop the replay inside once it runs ``seconds``: every module call checks the
+    clock first (a forward pre-hook on all modules), so a slow kernel path stops within
+    one layer instead of running a whole UNet at 100 s a forward."""
+    if seconds is None:
+        yield
+        return
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    end = time.monotonic() + seconds
+
+    def check(_module: nn.Module, _args: Any) -> None:
+        if time.monotonic() > end:
+            raise _OverTime
+
+    handle = register_module_forward_pre_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@dataclass
+class _Outcome:
+    """One pairing's screening: its error, why it was left out (``None``: it passed),
+    and its replay seconds over the component's recorded calls."""
+
+    error: float | None
+    reason: str | None
+    seconds: float | None = None
+    over: float | None = None
+    """The time bound it ran past (not cached: the caller decides what that means)."""
+
+    def cached(self) -> list[Any]:
+        return [self.error, self.reason, self.seconds]
+
+
 def _check(
     module: nn.Module, reference: nn.Module, call: Call, bound: float
 ) -> tuple[float | None, str | None]:
@@ -224,6 +291,8 @@ def _check(
         return None, f"reports dtype {got_dtype}; the pipeline would build {got_dtype} inputs"
     try:
         output = _replay(module, call)
+    except _OverTime:
+        raise
     except Exception as exc:
         cause = exc.__cause__ or exc
         return None, f"fails: {type(cause).__name__}: {str(cause).strip()[:200]}"
@@ -237,6 +306,15 @@ def _check(
     return error, None
 
 
+def _replay_seconds(module: nn.Module, calls: Sequence[Call], device: torch.device | None) -> float:
+    """Seconds ``module`` takes to replay ``calls`` (fp32's own time, the yardstick)."""
+    start = time.perf_counter()
+    for call in calls:
+        _replay(module, call)
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
 def _screen_one(
     build: BuildModule,
     component: str,
@@ -245,23 +323,31 @@ def _screen_one(
     modules: Mapping[str, nn.Module],
     calls: Mapping[str, list[Call]],
     bound: float,
-) -> list[Any]:
-    """``[rel_error, reason]`` of one pairing (reason ``None``: it passed); the error is
-    the largest over the component's recorded calls."""
+    limit: float | None = None,
+) -> _Outcome:
+    """One pairing: the largest error over the component's recorded calls, or why it
+    was left out; its replays stop once they take ``limit`` seconds in all."""
     if not calls.get(component):  # the pipeline never called it: nothing it could break
-        return [0.0, None]
+        return _Outcome(0.0, None)
     try:
         module = build(component, precision, protect)
     except Exception as exc:
         cause = exc.__cause__ or exc
-        return [None, f"cannot be applied: {type(cause).__name__}: {cause}"[:300]]
+        return _Outcome(None, f"cannot be applied: {type(cause).__name__}: {cause}"[:300])
+    device = next((p.device for p in modules[component].parameters()), None)
     worst = 0.0
-    for call in calls[component]:
-        error, reason = _check(module, modules[component], call, bound)
-        if reason is not None:
-            return [error, reason]
-        worst = max(worst, error or 0.0)
-    return [worst, None]
+    start = time.perf_counter()
+    try:
+        with _bounded(limit):
+            for call in calls[component]:
+                error, reason = _check(module, modules[component], call, bound)
+                if reason is not None:
+                    return _Outcome(error, reason)
+                worst = max(worst, error or 0.0)
+            _synchronize(device)
+    except _OverTime:
+        return _Outcome(None, None, limit, over=limit)
+    return _Outcome(worst, None, time.perf_counter() - start)
 
 
 def _cache_path(model_hash: str, device: torch.device) -> Path:
@@ -293,6 +379,17 @@ def _key(component: str, precision: str, protect: tuple[str, ...]) -> str:
     return "|".join((component, precision, ",".join(protect)))
 
 
+def _order(candidates: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Dtype casts first (built in no time, and the fastest precisions on most devices),
+    then the rest; precision by precision across components, so a screen its time share
+    cuts short has tried each component with the same precisions."""
+    from autoq.backends import get_precision
+
+    precisions = list(dict.fromkeys(p for _, p in candidates))
+    precisions.sort(key=lambda p: not get_precision(p).is_float_cast)  # stable
+    return [(c, p) for p in precisions for c, q in candidates if q == p]
+
+
 def screen(
     pipe: DiffusionPipeline,
     precisions: Mapping[str, Sequence[str]],
@@ -304,11 +401,22 @@ def screen(
     size: tuple[int, int] | None = None,
     build: BuildModule | None = None,
     model_hash: str | None = None,
+    budget_s: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ScreenResult:
     """Run every candidate (component, precision, protect) once on real inputs.
 
     A precision is kept for a component only if it passes with every protect option
     (the search pairs them freely); fp32 is the reference and always kept.
+
+    No pairing runs unbounded. fp32's replay of the same calls is the yardstick: a
+    pairing that takes `SLOW_FACTOR` times as long (at least `MIN_BOUND_S`) is left out
+    as too slow, and one that takes `DOMINATED_FACTOR` times as long as a precision
+    already kept that stores the component in as few bits is left out as dominated by it
+    (fp16 against bf16 on CPUs without fast fp16 kernels). Dtype casts run first under a
+    short bound (`FIRST_PASS_FACTOR`), and those over it again last, so a slow cast is
+    measured against the fast ones. Pairings that ``budget_s`` leaves no time for are
+    left out too (`ScreenResult.unscreened`), and not cached: a rerun screens them.
 
     Args:
         pipe: The fp32 pipeline, on the device the search will use.
@@ -321,9 +429,12 @@ def screen(
         build: ``build(component, precision, protect)`` returns the converted module
             (default: a deep copy through `autoq.backends.apply_precision`).
         model_hash: The model's content hash; with it, results are cached on disk.
+        budget_s: Seconds the whole screen may take (``None``: no limit).
+        progress: Told ``(pairings done, pairings in all)`` as the screen goes.
 
     Returns:
-        What was kept, what was left out and why, and the measured relative errors.
+        What was kept, what was left out and why, the measured relative errors and the
+        replay seconds.
     """
     from autoq.backends import (
         PROTECT_PRESETS,
@@ -345,54 +456,132 @@ def screen(
     build = build or default_build
     path = _cache_path(model_hash, device) if model_hash and device is not None else None
     cached = _load(path)
-    results: dict[str, list[Any]] = {}
-    calls: dict[str, list[Call]] | None = None
+    fresh: dict[str, list[Any]] = {}
+    end = None if budget_s is None else time.monotonic() + budget_s
+    calls: dict[str, list[Call]] = {}
+    captured = False
     result = ScreenResult(kept={})
-    for component, options in precisions.items():
-        kept: list[str] = []
-        for precision in options:
-            if precision == "fp32":
-                kept.append(precision)
-                continue
-            bound = get_precision(precision).max_rel_error
-            failed = False
-            # Protect options that change no target build the same module: run it once.
-            by_targets: dict[tuple[str, ...], list[Any]] = {}
-            for protect in protect_options:
-                key = _key(component, precision, tuple(protect))
-                if key not in cached:
-                    skip = [p for group in protect for p in PROTECT_PRESETS[group]]
-                    names = tuple(n for n, _ in targets_for(modules[component], precision, skip))
-                    if names in by_targets:
-                        cached[key] = by_targets[names]
-                    elif not names:
-                        cached[key] = [0.0, None]  # nothing to convert: it is fp32
-                    else:
-                        if calls is None:
-                            calls = capture_calls(
-                                pipe, prompt=prompt, guidance_scale=guidance_scale,
-                                steps=steps, size=size,
-                            )  # fmt: skip
-                        cached[key] = _screen_one(
-                            build, component, precision, tuple(protect), modules, calls, bound
+    failed: dict[tuple[str, str], str] = {}  # (component, precision) -> why it was left out
+
+    def recorded(component: str) -> list[Call]:
+        nonlocal captured
+        if not captured:
+            calls.update(
+                capture_calls(
+                    pipe, prompt=prompt, guidance_scale=guidance_scale, steps=steps, size=size
+                )
+            )
+            captured = True
+        return calls.get(component, [])
+
+    def fp32_seconds(component: str) -> float:
+        key = _key(component, "fp32", ())
+        if key not in cached:
+            seconds = _replay_seconds(modules[component], recorded(component), device)
+            cached[key] = fresh[key] = [0.0, None, seconds]
+        return float(cached[key][2])
+
+    def fastest_as_small(component: str, precision: str) -> tuple[str, float] | None:
+        """The quickest precision kept so far for ``component`` that stores it in no
+        more bits than ``precision``, with its replay seconds."""
+        bits = get_precision(precision).weight_bits
+        times = [
+            (seconds, other)
+            for (c, other, protect), seconds in result.seconds.items()
+            if c == component and not protect and other != precision
+            and (c, other) not in failed and get_precision(other).weight_bits <= bits
+        ]  # fmt: skip
+        return (min(times)[1], min(times)[0]) if times else None
+
+    def run(component: str, precision: str, first_pass: bool) -> bool:
+        """Screen one (component, precision) with every protect option; ``False``: a
+        first pass ran past its short bound, so it waits for the second."""
+        spec = get_precision(precision)
+        by_targets: dict[tuple[str, ...], list[Any]] = {}
+        for protect in map(tuple, protect_options):
+            if (component, precision) in failed:
+                return True  # one failing protect option leaves the precision out
+            key = _key(component, precision, protect)
+            if key not in cached:
+                skip = [p for group in protect for p in PROTECT_PRESETS[group]]
+                names = tuple(n for n, _ in targets_for(modules[component], precision, skip))
+                if names in by_targets:
+                    cached[key] = by_targets[names]
+                elif not names:
+                    cached[key] = [0.0, None, None]  # nothing to convert: it is fp32
+                elif end is not None and time.monotonic() >= end:
+                    result.unscreened.append((component, precision))
+                    failed[(component, precision)] = "not screened"
+                    return True
+                elif not recorded(component):  # never called: nothing it could break
+                    cached[key] = [0.0, None, None]
+                else:
+                    fp32 = fp32_seconds(component)
+                    bounds = {"slow": max(SLOW_FACTOR * fp32, MIN_BOUND_S)}
+                    if first_pass:
+                        bounds["first"] = max(FIRST_PASS_FACTOR * fp32, MIN_BOUND_S)
+                    rival = fastest_as_small(component, precision)
+                    if rival is not None:
+                        bounds["rival"] = max(DOMINATED_FACTOR * rival[1], MIN_BOUND_S)
+                    if end is not None:
+                        bounds["budget"] = max(end - time.monotonic(), 0.0)
+                    hit = min(bounds, key=bounds.__getitem__)
+                    outcome = _screen_one(
+                        build, component, precision, protect, modules, calls,
+                        spec.max_rel_error, bounds[hit],
+                    )  # fmt: skip
+                    if outcome.over is not None:
+                        if hit == "first":
+                            return False
+                        if hit == "budget":
+                            result.unscreened.append((component, precision))
+                            failed[(component, precision)] = "not screened"
+                            return True
+                        outcome.reason = (
+                            f"dominated by {rival[0]}: as few bits or fewer, and over "
+                            f"{bounds[hit]:.1f} s where {rival[0]} takes {rival[1]:.2f} s"
+                            if hit == "rival" and rival is not None
+                            else f"too slow: over {bounds[hit]:.1f} s where fp32 takes "
+                            f"{fp32:.2f} s (bound: {SLOW_FACTOR:g}x fp32)"
                         )
-                    by_targets[names] = cached[key]
-                error, reason = cached[key]
-                results[key] = cached[key]
-                if error is not None:
-                    result.rel_errors[(component, precision, tuple(protect))] = error
-                if reason is not None and not failed:
-                    failed = True
-                    result.dropped.append(
-                        ScreenedOut(component, precision, tuple(protect), reason, error)
-                    )
-            if not failed:
-                kept.append(precision)
-        result.kept[component] = tuple(kept)
-    if calls is not None and device is not None:
+                    cached[key] = fresh[key] = outcome.cached()
+                by_targets[names] = cached[key]
+            error, reason, seconds = cached[key]
+            if error is not None:
+                result.rel_errors[(component, precision, protect)] = error
+            if seconds is not None:
+                result.seconds[(component, precision, protect)] = seconds
+            if reason is not None and (component, precision) not in failed:
+                failed[(component, precision)] = reason
+                result.dropped.append(ScreenedOut(component, precision, protect, reason, error))
+        return True
+
+    candidates = _order(
+        [(c, p) for c, options in precisions.items() for p in options if p != "fp32"]
+    )
+    waiting = []
+    for done, (component, precision) in enumerate(candidates):
+        if progress is not None:
+            progress(done, len(candidates))
+        if not run(component, precision, first_pass=get_precision(precision).is_float_cast):
+            waiting.append((component, precision))
+    for component, precision in waiting:
+        run(component, precision, first_pass=False)
+    if progress is not None:
+        progress(len(candidates), len(candidates))
+    for component, precision in result.unscreened:
+        reason = "not screened: the screen's share of the time budget ran out (a rerun screens it)"
+        result.dropped.append(ScreenedOut(component, precision, (), reason))
+    for component, options in precisions.items():
+        result.kept[component] = tuple(
+            p for p in options if p == "fp32" or (component, p) not in failed
+        )
+        if _key(component, "fp32", ()) in cached:
+            result.fp32_seconds[component] = float(cached[_key(component, "fp32", ())][2])
+    if captured and device is not None:
         release_memory(device)  # once: a collection per candidate costs more than the run
-    if path is not None and calls is not None:
+    if path is not None and fresh:
         with contextlib.suppress(OSError):  # a read-only cache only costs a re-screen
-            body = {"version": _CACHE_VERSION, "results": {**_load(path), **results}}
+            body = {"version": _CACHE_VERSION, "results": {**_load(path), **fresh}}
             atomic_write_text(path, json.dumps(body, indent=1))
     return result

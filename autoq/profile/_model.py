@@ -65,6 +65,9 @@ class Metrics(BaseModel):
     build_s: float | None = None
     """Seconds the first generation of a process spends compiling kernels or converting
     components (``torch.compile``, OpenVINO) before its timed runs; ``None``: none."""
+    predicted_latency_s: float | None = None
+    """The tune's prediction of ``latency_s`` from component timings before the plan was
+    built (`autoq.tune._predict`); ``None``: not predicted."""
 
     def quality_text(self) -> str:
         """``"73.1 [70.2, 75.9] n=64"``: the score, its 95% interval, the images behind it."""

@@ -165,6 +165,8 @@ def tier_details(tier: Tier) -> dict[str, str]:
     # Compiling or converting: paid by the first generation of each process (warm() and
     # `autoq serve` pay it before serving).
     details["first-call build s"] = "-" if m.build_s is None else f"{m.build_s:.1f}"
+    if m.predicted_latency_s is not None:
+        details["predicted latency s"] = f"{m.predicted_latency_s:.3f}"
     return details
 
 

@@ -27,7 +27,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,6 +37,7 @@ from autoq._logging import get_logger
 from autoq.pipeline import PipelinePlan
 from autoq.profile import Constraints, Metrics, StepPoint, TuneConditions
 from autoq.quality import Part, clustered_mean, clustered_sum
+from autoq.tune._budget import Deadline, StepCost
 from autoq.tune._measure import (
     SIDE_BY_SIDE_REPEATS,
     EvalSet,
@@ -202,6 +203,7 @@ def plan_metrics(attrs: dict[str, Any], plan: PipelinePlan, evidence: dict[str, 
         psnr=None if is_reference else evidence.get("psnr"),
         ssim=None if is_reference else evidence.get("ssim"),
         build_s=evidence.get("build_s"),
+        predicted_latency_s=evidence.get("predicted_latency_s"),
     )
 
 
@@ -462,56 +464,6 @@ def tune_conditions(attrs: dict[str, Any]) -> TuneConditions | None:
 
 
 @dataclass
-class Deadline:
-    """When the whole tune must be done (``at``: a `time.monotonic` time; ``None``: no
-    time budget) and what it left out to keep to that."""
-
-    at: float | None = None
-    cuts: list[str] = field(default_factory=list)
-    progress: Callable[[str, int, int], None] | None = None
-    """Told ``(phase, done, total)`` as `each` goes, for progress bars."""
-
-    @classmethod
-    def after(cls, seconds: float | None) -> Deadline:
-        return cls(None if seconds is None else time.monotonic() + seconds)
-
-    def left(self) -> float | None:
-        """Seconds until the deadline (negative once passed); ``None`` without one."""
-        return None if self.at is None else self.at - time.monotonic()
-
-    def reserving(self, seconds: float) -> Deadline:
-        """This deadline ``seconds`` earlier, for work that must leave them to what comes
-        after it (cuts and progress are shared)."""
-        return Deadline(None if self.at is None else self.at - seconds, self.cuts, self.progress)
-
-    def allows(self, seconds: float = 0.0) -> bool:
-        """Whether work expected to take ``seconds`` ends before the deadline."""
-        left = self.left()
-        return left is None or left > seconds
-
-    def each(self, phase: str, items: Sequence[T], left_out: Callable[[int], str]) -> Iterator[T]:
-        """``items`` of ``phase`` one at a time while the next one is expected to end in
-        time (as long as the mean of those before it took); ``left_out(remaining)`` says
-        what was not."""
-        took: list[float] = []
-        for done, item in enumerate(items):
-            if self.progress is not None:
-                self.progress(phase, done, len(items))
-            if not self.allows(sum(took) / len(took) if took else 0.0):
-                self.cut(left_out(len(items) - done))
-                return
-            start = time.monotonic()
-            yield item
-            took.append(time.monotonic() - start)
-        if self.progress is not None:
-            self.progress(phase, len(items), len(items))
-
-    def cut(self, what: str) -> None:
-        log.warning("time_budget_cut", left_out=what)
-        self.cuts.append(what)
-
-
-@dataclass
 class Measured:
     """A screened plan: its metrics, what to record on the trial, generation seconds."""
 
@@ -555,6 +507,7 @@ class Evaluator:
         *,
         track_memory: bool = False,
         give_up_after_s: float | None = None,
+        on_image: Callable[[int], None] | None = None,
     ) -> Run:
         from autoq.pipeline import assemble
 
@@ -570,6 +523,7 @@ class Evaluator:
             size=self.size,
             track_memory=track_memory,
             give_up_after_s=give_up_after_s,
+            on_image=on_image,
         )
 
     def record_conditions(self, study: optuna.Study) -> None:
@@ -671,15 +625,46 @@ class Evaluator:
             images = images + run.images
         return images[:count]
 
-    def ensure_reference(self, study: optuna.Study) -> Metrics:
-        """Measure the reference plan on the full set once per study."""
+    def fp32_cost(self) -> StepCost:
+        """What an fp32 generation costs here: a 1-step and a 2-step generation, timed
+        after an untimed one (the budget sizes the tune's phases from it)."""
+        from autoq.pipeline import assemble
+
+        pipe = assemble(self.cache, self._fp32_plan(1, self.reference_plan.scheduler))
+        prompt, seed = self.evalset.image(0)
+
+        def timed(steps: int) -> float:
+            began = time.perf_counter()
+            generate(pipe, prompt, seed, steps, self.guidance, self.size)
+            synchronize(self.device)
+            return time.perf_counter() - began
+
+        timed(1)
+        return StepCost.from_timings(timed(1), timed(2))
+
+    def ensure_reference(
+        self,
+        study: optuna.Study,
+        images: int | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> Metrics:
+        """Measure the reference plan once per study, on the first ``images`` images
+        (default: the full set; `extend_reference` measures the rest); ``progress`` is
+        told ``("reference", done, images)``."""
         stored = study.user_attrs.get("reference")
         plan = self.reference_plan
         if stored is not None and "evidence" in stored:
             return Metrics.model_validate(stored["metrics"])
-        log.info("reference_start", plan=plan.describe(), images=self.evalset.full)
+        images = min(images or self.evalset.full, self.evalset.full)
+        log.info("reference_start", plan=plan.describe(), images=images)
         self.record_conditions(study)
-        run = self._run(plan, 0, self.evalset.full, track_memory=True)
+        count = images
+
+        def on_image(done: int) -> None:
+            if progress is not None:
+                progress("reference", done, count)
+
+        run = self._run(plan, 0, images, track_memory=True, on_image=on_image)
         self._store_fp32(study, plan.steps, plan.scheduler, run, 0)
         evidence = _evidence(run)
         study.set_user_attr(
@@ -808,6 +793,7 @@ class Evaluator:
             "racing",
             chosen,
             lambda n: f"racing: {n} of {len(chosen)} plans not raced to {full} images",
+            partial(self._extension_seconds, study, to=full),
         ):
             self.extend(study, plan)
 
@@ -828,26 +814,55 @@ class Evaluator:
         log.info("deepen_start", plans=len(picks), images=self.evalset.size)
         # The reference first: the plans' verdicts on the floor are paired with it.
         steps = [None, *picks]
+
+        def expect(assessed: Assessed | None) -> float:
+            if assessed is None:
+                plan = self.reference_plan
+                return self._fp32_seconds(study, plan.steps, plan.scheduler, self.evalset.size)
+            return self._extension_seconds(study, assessed, self.evalset.size)
+
         for assessed in deadline.each(
             "deep set",
             steps,
             lambda n: f"deep set: {min(n, len(picks))} of {len(picks)} plan(s) not measured",
+            expect,
         ):
             if assessed is None:
-                self.deepen_reference(study)
+                self.extend_reference(study, self.evalset.size)
             else:  # extending needs their evidence, not their metrics
                 self.extend(study, assessed, to=self.evalset.size)
 
-    def deepen_reference(self, study: optuna.Study) -> None:
-        """The reference's scores on the deep set (fp32 at its steps: the same images)."""
+    def _fp32_seconds(self, study: optuna.Study, steps: int, scheduler: str, to: int) -> float:
+        """Expected seconds to take fp32's baseline at ``steps`` to ``to`` images."""
+        stored = study.user_attrs.get(_fp32_key(steps, scheduler)) or {}
+        missing = max(0, to - len(stored.get("scores", [])))
+        if not missing:
+            return 0.0
+        seconds = stored.get("seconds") or study.user_attrs["reference"]["evidence"]["seconds"]
+        reference_steps = int(study.user_attrs["reference"]["plan"]["steps"])
+        per_image = statistics.median(seconds) if seconds else 0.0
+        if not stored.get("seconds"):  # the reference's latency, scaled to these steps
+            per_image *= steps / reference_steps
+        return missing * per_image
+
+    def _extension_seconds(self, study: optuna.Study, assessed: Assessed, to: int) -> float:
+        """Expected seconds to extend ``assessed`` to ``to`` images: its own images at its
+        latency, and fp32's at its steps where the baseline lacks them."""
+        plan, have = assessed.plan, assessed.metrics.n_images
+        own = 0.0 if plan.is_fp32 else max(0, to - have) * assessed.metrics.latency_s
+        return own + self._fp32_seconds(study, plan.steps, plan.scheduler, to)
+
+    def extend_reference(self, study: optuna.Study, count: int) -> None:
+        """The reference's scores on the first ``count`` images: the full set when the
+        budget measured it on fewer, the deep set (fp32 at its steps: the same images)."""
         stored = study.user_attrs["reference"]
         evidence = dict(stored["evidence"])
-        if len(evidence["scores"]) >= self.evalset.size:
+        if len(evidence["scores"]) >= count:
             return
-        plan = self.reference_plan
-        self.fp32(study, plan.steps, plan.scheduler, self.evalset.size)
+        plan = PipelinePlan.model_validate(stored["plan"])
+        self.fp32(study, plan.steps, plan.scheduler, count)
         scores = study.user_attrs[_fp32_key(plan.steps, plan.scheduler)]["scores"]
-        evidence["scores"] = list(scores[: self.evalset.size])
+        evidence["scores"] = list(scores[:count])
         metrics = plan_metrics(study.user_attrs, plan, evidence)
         study.set_user_attr(
             "reference", {**stored, "evidence": evidence, "metrics": metrics.model_dump()}
@@ -860,6 +875,16 @@ class Evaluator:
         step only while ``deadline`` allows. Writing the profile afterwards chooses the
         same tiers."""
         deadline = deadline or Deadline()
+        evidence = study.user_attrs["reference"]["evidence"]
+        have, full = len(evidence["scores"]), self.evalset.full
+        if have < full:  # the plans raced to the full set are paired with it there
+            expected = statistics.median(evidence["seconds"] or [0.0]) * (full - have)
+            if deadline.allows(expected):
+                if deadline.progress is not None:
+                    deadline.progress("reference", have, full)
+                self.extend_reference(study, full)
+            else:
+                deadline.cut(f"reference: measured on {have} of the full set's {full} images")
         self.race(study, tiers, deadline)
         self.deepen(study, deadline)
         self.line_up(study, deadline)
@@ -871,10 +896,19 @@ class Evaluator:
         plans, steps = self._dial_work(study.user_attrs, choice, curves_to_come=True)
         done = _timed_already(study.user_attrs.get(STEP_DIAL), steps)
         timing = 0.0 if done else _timing_seconds(plans, steps)
+        full = self.evalset.full
+
+        def expect(chosen: Chosen[Assessed]) -> float:  # its first point: half its steps
+            plan = chosen.item.plan
+            if f"curve:{_plan_key(plan)}:{max(1, round(plan.steps / 2))}" in study.user_attrs:
+                return 0.0
+            return full * chosen.item.metrics.latency_s / 2
+
         for chosen in deadline.reserving(timing).each(
             "step curves",
             choice.tiers,
             lambda n: f"step curves: {n} of {count} tiers not measured",
+            expect,
         ):
             self.steps_curve(study, chosen, choice.constraints)
         self.time_step_dials(study, choice, deadline)

@@ -281,11 +281,12 @@ def run_images(
     size: tuple[int, int] | None = None,
     track_memory: bool = False,
     give_up_after_s: float | None = None,
+    on_image: Callable[[int], None] | None = None,
 ) -> Run:
     """Generate and score evaluation images ``start`` .. ``stop - 1`` with ``pipe``.
 
     The first is the untimed warm-up (memory tracked on it when asked); the others are
-    timed.
+    timed. ``on_image(done)`` is told after each image.
 
     Raises:
         TooSlowError: The first timed generation took longer than ``give_up_after_s``.
@@ -314,6 +315,8 @@ def run_images(
         run.memory_method = peak.method
     else:
         run.images.append(generate(pipe, *evalset.image(start), steps, guidance_scale, size))
+    if on_image is not None:
+        on_image(1)
     timed = list(range(start + 1, stop)) or [start]
     for index in timed:
         began = time.perf_counter()
@@ -322,6 +325,8 @@ def run_images(
         run.seconds.append(time.perf_counter() - began)
         if index != start:
             run.images.append(image)
+            if on_image is not None:
+                on_image(len(run.images))
         if give_up_after_s is not None and run.seconds[0] > give_up_after_s:
             raise TooSlowError(run.seconds[0], give_up_after_s)
     prompts = [evalset.image(i)[0] for i in range(start, stop)]
@@ -352,6 +357,7 @@ def summarize(
     psnr: Sequence[float] | None = None,
     ssim: Sequence[float] | None = None,
     build_s: float | None = None,
+    predicted_latency_s: float | None = None,
 ) -> Metrics:
     """A plan's `Metrics` from its evidence.
 
@@ -365,6 +371,7 @@ def summarize(
         peak_bytes, weight_bytes, memory_method: From the memory-tracked warm-up.
         psnr, ssim: Per-image fidelity to the fp32 images (``None`` for the reference).
         build_s: Seconds the first call spent compiling or converting (`Run.build_s`).
+        predicted_latency_s: The latency predicted before the plan was built.
 
     Raises:
         ValueError: Fewer fp32 scores than plan scores, or no score.
@@ -402,4 +409,5 @@ def summarize(
         weight_bytes=weight_bytes,
         memory_method=memory_method,
         build_s=build_s,
+        predicted_latency_s=predicted_latency_s,
     )

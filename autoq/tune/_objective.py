@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,10 +12,12 @@ from autoq._logging import get_logger
 from autoq.errors import ConfigError
 from autoq.pipeline import PipelinePlan
 from autoq.profile import Constraints, Metrics
+from autoq.tune._budget import Sizing, size_tune
 from autoq.tune._config import TuneConfig
-from autoq.tune._evaluate import Evaluator, Measured
+from autoq.tune._evaluate import PROBE_IMAGES, Evaluator, Measured
 from autoq.tune._measure import EvalSet, TooSlowError
 from autoq.tune._optuna import CONSTRAINTS
+from autoq.tune._predict import LatencyModel
 from autoq.tune._search import Search, add_baseline
 from autoq.tune._space import build_space
 
@@ -30,6 +34,8 @@ log = get_logger("autoq.tune")
 
 FEW_PROMPTS = 8
 """Below this many prompts in the evaluation set, a tune warns that its intervals are wide."""
+MIN_CACHE_BYTES = 512 * 2**20
+"""The component cache of a tune holds at least this much, however small the model."""
 
 
 class Tuner(Search):
@@ -42,6 +48,9 @@ class Tuner(Search):
         device: torch.device,
         fingerprint: Fingerprint,
         workdir: Path,
+        *,
+        screen_budget_s: float | None = None,
+        on_screen: Callable[[int, int], None] | None = None,
     ) -> None:
         from autoq.backends import weight_bytes
         from autoq.device import available_memory
@@ -54,7 +63,24 @@ class Tuner(Search):
         self.workdir = workdir
         loaded.pipe.to(device)
         loaded.pipe.set_progress_bar_config(disable=True)
-        self.space = build_space(config, loaded, device)
+        self.base_modules = module_components(loaded.pipe)
+        base_bytes = sum(weight_bytes(m) for m in self.base_modules.values())
+        # Built components beside the fp32 pipeline: at most its own size (the tune then
+        # holds about twice the model), a quarter of the free memory, and no less than
+        # `MIN_CACHE_BYTES` (a small model keeps every variant it built).
+        budget = config.cache_bytes or max(
+            min(base_bytes, available_memory() // 4), MIN_CACHE_BYTES
+        )
+        self.cache = ComponentCache(loaded.pipe, budget, model_hash=loaded.identity.content_hash)
+        # The screen builds through the cache: what it quantized, the search reuses.
+        self.space, self.screened = build_space(
+            config,
+            loaded,
+            device,
+            screen_budget_s=screen_budget_s,
+            on_screen=on_screen,
+            build=self.cache.get,
+        )
         prompts = list(config.prompts or loaded.default_prompts or [])
         if not prompts:
             raise ConfigError("This model has no default prompts; pass --prompts FILE.")
@@ -79,11 +105,11 @@ class Tuner(Search):
             min_clip_score=config.min_clip_score,
             max_clip_drop_pct=config.max_clip_drop_pct,
         )
-        self.base_modules = module_components(loaded.pipe)
-        base_bytes = sum(weight_bytes(m) for m in self.base_modules.values())
-        budget = config.cache_bytes or max(4 * base_bytes, available_memory() // 4)
-        self.cache = ComponentCache(loaded.pipe, budget, model_hash=loaded.identity.content_hash)
         self._estimates: dict[tuple[str, str], float] = {}
+        # What `size_phases` gave the budget's first phases, and the latency predictor
+        # it builds from fp32's measured generation (``None``: not sized yet).
+        self.sizing: Sizing | None = None
+        self.latency: LatencyModel | None = None
         self.reference: Metrics | None = None
         self.reference_plan = self.space.reference()
         self.evaluator = Evaluator(
@@ -110,9 +136,69 @@ class Tuner(Search):
             study, plan, folder, give_up_after_s=2 * limit if limit is not None else None
         )
 
-    def ensure_reference(self, study: optuna.Study) -> Metrics:
-        """Measure the reference plan on the full evaluation set once per study."""
-        self.reference = self.evaluator.ensure_reference(study)
+    def size_phases(self, study: optuna.Study, left: float | None) -> Sizing:
+        """Size the first phases to the ``left`` seconds of the budget (`size_tune`) from
+        what an fp32 generation costs here, and apply it: the screening set, the step
+        range (its top is the reference's steps) and the schedulers searched. A study that
+        has its reference keeps the screening set and steps it was measured with.
+
+        Raises:
+            ConfigError: The budget cannot hold the reference and one plan beside it.
+        """
+        cost = self.evaluator.fp32_cost()
+        log.info("fp32_cost", fixed_s=round(cost.fixed, 3), per_step_s=round(cost.per_step, 3))
+        self.latency = LatencyModel(cost, self.screened.fp32_seconds, self.screened.seconds)
+        schedulers = sorted(self.space.schedulers, key=lambda s: s != "default")
+        sizing = size_tune(
+            left,
+            cost,
+            steps=self.space.step_values(),
+            schedulers=schedulers,
+            screen_images=self.evalset.screen,
+            full_images=self.evalset.full,
+            probe_images=PROBE_IMAGES,
+            budget_s=self.config.timeout_s,
+        )
+        stored = study.user_attrs.get("reference")
+        if stored is not None:  # measured already: keep what it was measured with
+            steps = int(stored["plan"]["steps"])
+            sizing = replace(
+                sizing,
+                screen_images=int(study.user_attrs.get("screen", self.evalset.screen)),
+                max_steps=steps,
+                cuts=tuple(c for c in sizing.cuts if c.startswith("schedulers")),
+            )
+        low, high = self.space.steps
+        self.space = replace(
+            self.space,
+            steps=(min(low, sizing.max_steps), min(high, sizing.max_steps)),
+            schedulers=tuple(s for s in self.space.schedulers if s in sizing.schedulers),
+        )
+        self.evalset = replace(self.evalset, screen=min(sizing.screen_images, self.evalset.full))
+        self.reference_plan = self.space.reference()
+        self.evaluator.evalset = self.evalset
+        self.evaluator.reference_plan = self.reference_plan
+        self.sizing = sizing
+        return sizing
+
+    def race_seconds(self) -> float:
+        """Expected seconds to race one plan as fast as the reference to the full set
+        (its own images and its fp32 baseline's), from the reference's latency."""
+        if self.reference is None:
+            return 0.0
+        missing = max(0, self.evalset.full - self.evalset.screen)
+        return 2 * missing * self.reference.latency_s
+
+    def ensure_reference(
+        self, study: optuna.Study, progress: Callable[[str, int, int], None] | None = None
+    ) -> Metrics:
+        """Measure the reference plan once per study: on the images `size_phases` gave it."""
+        images = self.sizing.reference_images if self.sizing is not None else None
+        self.reference = self.evaluator.ensure_reference(study, images, progress)
+        if self.latency is not None:
+            self.latency = self.latency.calibrated(
+                self.reference.latency_s, self.reference_plan.steps
+            )
         return self.reference
 
     def probe_schedulers(self, study: optuna.Study) -> None:
@@ -167,7 +253,17 @@ class Tuner(Search):
         budget = self.config.max_memory_bytes
         if budget is not None and estimate > budget:
             return f"estimated weights {estimate / 2**20:.1f} MiB exceed the memory budget"
+        limit = self.config.max_latency_s
+        predicted = self.predict_latency(plan)
+        if limit is not None and predicted is not None and predicted > 2 * limit:
+            # The same margin as a measured warm-up (`measure`): far past the limit.
+            return f"predicted latency {predicted:.2f} s is over twice --max-latency"
         return None
+
+    def predict_latency(self, plan: PipelinePlan) -> float | None:
+        """``plan``'s generation seconds from its components' timings (`LatencyModel`),
+        or ``None`` before `size_phases` or where a part of it was not timed."""
+        return self.latency.predict(plan) if self.latency is not None else None
 
     def reference_twin(self, trial: optuna.Trial) -> tuple[float, float, float]:
         reference = self.reference or self.ensure_reference(trial.study)
@@ -182,6 +278,7 @@ class Tuner(Search):
 
         started = time.perf_counter()
         folder = self.workdir / "trials" / f"{trial.number:04d}"
+        predicted = self.predict_latency(plan)
         try:
             measured = self.measure(plan, folder, trial.study)
         except TooSlowError as slow:
@@ -198,6 +295,10 @@ class Tuner(Search):
             release_memory(self.device)
             raise
         metrics = measured.metrics
+        if predicted is not None:  # in the evidence: the profile keeps it beside latency_s
+            measured.attrs["evidence"]["predicted_latency_s"] = predicted
+            metrics = metrics.model_copy(update={"predicted_latency_s": predicted})
+            measured.attrs["metrics"] = metrics.model_dump()
         for key, value in measured.attrs.items():  # evidence, metrics, images
             trial.set_user_attr(key, value)
         if measured.baseline is not None:
@@ -213,6 +314,7 @@ class Tuner(Search):
             plan=plan.describe(),
             clip=round(metrics.clip_score, 2),
             latency_s=round(metrics.latency_s, 3),
+            predicted_latency_s=None if predicted is None else round(predicted, 3),
             peak_mib=round(metrics.peak_memory_bytes / 2**20, 1),
             feasible=all(v <= 0 for v in violations),
         )

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import socket
+import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -288,8 +290,9 @@ def run_search(
     gc_after_trial: bool = True,
 ) -> str:
     """Run trials until ``wanted`` trials of the study (all workers) spent a measurement,
-    the space is exhausted, or ``timeout_s`` passes. With ``corners``, the space's corner
-    plans are enqueued first.
+    the space is exhausted, or ``timeout_s`` passes: no trial starts that is expected (as
+    long as this run's measured trials took on average) to end after it. With
+    ``corners``, the space's corner plans are enqueued first.
 
     Returns:
         Why it stopped: ``"done"``, ``"exhausted"``, ``"stalled"`` or ``"timeout"``.
@@ -306,10 +309,14 @@ def run_search(
     size = search.space.size(search.aliases)
     idle = {"n": 0}
     why = {"stopped": "timeout"}  # what optimize returning without a study.stop() means
+    began = time.monotonic()
+    took: list[float] = []
 
     def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
         idle["n"] = 0 if outcome(trial) in COUNTED else idle["n"] + 1
+        if outcome(trial) in COUNTED and trial.datetime_start and trial.datetime_complete:
+            took.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         settled = {
             str(t.user_attrs.get("plan"))
             for t in trials
@@ -326,6 +333,12 @@ def run_search(
         elif idle["n"] >= STALL_LIMIT:
             log.warning("search_stalled", repeats=idle["n"], measured=counted(trials))
             why["stopped"] = "stalled"
+        elif (
+            timeout_s is not None
+            and took
+            and (time.monotonic() - began + statistics.fmean(took) > timeout_s)
+        ):
+            why["stopped"] = "timeout"  # the next trial is expected to end past it
         else:
             fail_orphans(study)
             return

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
 
-    from autoq.pipeline import LoadedModel
+    from autoq.pipeline import LoadedModel, ScreenResult
+    from autoq.pipeline._screen import BuildModule
     from autoq.tune._config import TuneConfig
 
 __all__ = ["PROTECT_GROUPS", "SearchSpace", "build_space", "distinct_schedulers"]
@@ -304,7 +305,19 @@ def _public_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def build_space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -> SearchSpace:
+def build_space(
+    config: TuneConfig,
+    loaded: LoadedModel,
+    device: torch.device,
+    *,
+    screen_budget_s: float | None = None,
+    on_screen: Callable[[int, int], None] | None = None,
+    build: BuildModule | None = None,
+) -> tuple[SearchSpace, ScreenResult]:
+    """The search space of ``config`` on ``device``: the precisions the compatibility
+    screen kept (within ``screen_budget_s`` seconds, progress to ``on_screen``, modules
+    from ``build``), steps, schedulers, executors and memory tools; and the screen's
+    result."""
     from autoq.backends import available_precisions
     from autoq.pipeline import compatible_schedulers, module_components, screen
 
@@ -338,6 +351,9 @@ def build_space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -
         ),
         size=size,
         model_hash=loaded.identity.content_hash,
+        budget_s=screen_budget_s,
+        progress=on_screen,
+        build=build,
     )
     for out in screened.dropped:
         log.warning(
@@ -348,7 +364,7 @@ def build_space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -
             reason=out.reason,
         )
     steps = config.steps or DEFAULT_STEPS
-    return SearchSpace(
+    space = SearchSpace(
         precisions=dict(screened.kept),
         steps=steps,
         step_size=config.step_size or coarse_step(*steps),
@@ -357,6 +373,7 @@ def build_space(config: TuneConfig, loaded: LoadedModel, device: torch.device) -
         executions=component_executors(loaded.pipe, config.executions, device),
         memory=tuple(config.memory_tools),
     )
+    return space, screened
 
 
 # Component classes the default OpenVINO search converts (checked against torch in tests);

@@ -10,17 +10,19 @@ from typing import TYPE_CHECKING, Any
 from autoq._logging import get_logger
 from autoq.errors import ConfigError
 from autoq.profile import ModelIdentity
+from autoq.tune._budget import SCREEN_SHARE, Deadline
 from autoq.tune._config import TuneConfig
-from autoq.tune._evaluate import Deadline
 from autoq.tune._measure import EVAL_PROTOCOL
 from autoq.tune._objective import Tuner
 from autoq.tune._optuna import DIRECTIONS, open_storage, redact, sampler, storage_url
+from autoq.tune._progress import Progress
 from autoq.tune._search import Interrupted, counted, fail_orphans, on_stale_trial, run_search
 from autoq.tune._tiers import feasible
 from autoq.tune._write import TuneResult, write_study_profile
 
 if TYPE_CHECKING:
     import optuna
+    import torch
 
 __all__ = ["tune"]
 
@@ -30,6 +32,9 @@ SEARCH_SHARE = 0.5
 """Under a time budget, the search may spend this share of what the reference left; the
 rest is for racing, the deep set, the side-by-side timing, the step curves and their
 timing (at the default settings they took 1.4-2.3x the search's time)."""
+SEARCH_SHARE_NO_RACE = 0.9
+"""The search's share when the rest could not race even one plan to the full set (a
+real-size model on a short budget): what racing would not use goes to more plans."""
 
 
 def _study_context(tuner: Tuner) -> dict[str, Any]:
@@ -157,9 +162,11 @@ def tune(
     Args:
         config: What to tune and under which constraints.
         on_trial: Progress callback ``(trials counted, trials wanted, best feasible CLIP)``.
-        on_phase: Progress callback of the phases after the search: ``(phase, done,
-            total)``, phase ``"racing"``, ``"deep set"``, ``"side-by-side timing"``,
-            ``"step curves"`` or ``"step dial timing"``.
+        on_phase: Progress callback ``(phase, done, total)`` of every phase: ``"load"``,
+            ``"screen"``, ``"fp32 cost"``, ``"reference"``, ``"schedulers"``,
+            ``"search"``, ``"racing"``, ``"deep set"``, ``"side-by-side timing"``,
+            ``"step curves"`` and ``"step dial timing"``. Off a terminal, the log says
+            the same (`autoq.tune._progress`): a line per phase start, one a minute.
 
     Returns:
         The profile's path and content.
@@ -168,19 +175,41 @@ def tune(
         ConfigError: Bad input, or no trial met the constraints.
         ModelNotFoundError: The model or scorer cannot be loaded offline.
     """
+    from autoq.pipeline import find_sources
+
+    deadline = Deadline.after(config.timeout_s)  # from the start: the libraries' import counts
+    progress = Progress(on_phase, budget_left=deadline.left)
+    deadline.progress = progress
+    find_sources(config.model, config.scorer)  # a wrong path: one line before ~10 s of imports
+    progress("load", 0, 0)  # the first line, within seconds of the start
+    progress.start()
+    try:
+        import optuna
+
+        from autoq.backends._quiet import silence_libraries
+        from autoq.device import resolve_device
+
+        silence_libraries()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        device = resolve_device(config.device)
+        return _tune(config, deadline, progress, device, on_trial)
+    finally:
+        progress.stop()
+
+
+def _tune(
+    config: TuneConfig,
+    deadline: Deadline,
+    progress: Progress,
+    device: torch.device,
+    on_trial: Callable[[int, int, float | None], None] | None,
+) -> TuneResult:
     import optuna
 
     from autoq.backends import cache_dir
-    from autoq.backends._quiet import silence_libraries
-    from autoq.device import fingerprint, resolve_device
-    from autoq.pipeline import find_sources, load_model
+    from autoq.device import fingerprint
+    from autoq.pipeline import load_model
 
-    deadline = Deadline.after(config.timeout_s)  # from the start: the libraries' import counts
-    deadline.progress = on_phase
-    find_sources(config.model, config.scorer)  # a wrong path: one line before ~10 s of imports
-    silence_libraries()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    device = resolve_device(config.device)
     loaded = load_model(config.model, config.scorer)
     device_fingerprint = fingerprint(bench=False)
     stem = f"{loaded.slug}-{device_fingerprint.fingerprint_id}"
@@ -193,7 +222,20 @@ def tune(
     workdir = cache_dir() / "tune" / f"{study_name}-{digest}"
     # The storage first: a bad URL is one line now, not after the screen and reference.
     opened = open_storage(storage, on_stale=on_stale_trial)
-    tuner = Tuner(config, loaded, device, device_fingerprint, workdir)
+    tuner = Tuner(
+        config,
+        loaded,
+        device,
+        device_fingerprint,
+        workdir,
+        screen_budget_s=deadline.share(SCREEN_SHARE),
+        on_screen=lambda done, total: progress("screen", done, total),
+    )
+    if tuner.screened.unscreened:
+        deadline.cut(
+            f"screen: {len(tuner.screened.unscreened)} pairing(s) not screened within its "
+            f"{SCREEN_SHARE:.0%} share of the budget (a rerun screens them)"
+        )
     study = optuna.create_study(
         storage=opened,
         study_name=study_name,
@@ -206,6 +248,9 @@ def tune(
         explicit=config.study_name is not None,
         size=(config.height, config.width),
     )
+    progress("fp32 cost", 0, 0)
+    for cut in tuner.size_phases(study, deadline.left()).cuts:
+        deadline.cut(cut)
     # A seed of its own per run and per worker: a rerun or a second worker draws new plans
     # instead of replaying the first run's sequence.
     existing = len(study.get_trials(deepcopy=False))
@@ -215,9 +260,10 @@ def tune(
         study.set_user_attr(key, value)
 
     def report(study: optuna.Study) -> None:
+        done = counted(study.get_trials(deepcopy=False))
+        progress("search", done, config.trials)
         if on_trial is not None:
-            trials = study.get_trials(deepcopy=False)
-            on_trial(counted(trials), config.trials, _best_feasible_clip(study, tuner))
+            on_trial(done, config.trials, _best_feasible_clip(study, tuner))
 
     if on_trial is not None:  # the model loaded: report before the (long) reference run
         on_trial(counted(study.get_trials(deepcopy=False)), config.trials, None)
@@ -225,7 +271,9 @@ def tune(
     stopped_by = None
     try:
         try:
-            tuner.ensure_reference(study)
+            progress("reference", 0, tuner.sizing.reference_images if tuner.sizing else 0)
+            tuner.ensure_reference(study, progress)
+            progress("schedulers", 0, 0)
             tuner.probe_schedulers(study)
             log.info(
                 "tune_start",
@@ -239,11 +287,12 @@ def tune(
                 schedulers=list(tuner.space.schedulers),
             )
             report(study)
-            left = deadline.left()
-            search_s = None if left is None else max(0.0, left * SEARCH_SHARE)
-            if search_s is not None and not counted(study.get_trials(deepcopy=False)):
+            if deadline.at is not None and not counted(study.get_trials(deepcopy=False)):
                 # A profile needs one measured plan, however little time the budget left.
                 run_search(study, tuner, wanted=1, on_trial=report)
+            left, race_one = deadline.left(), tuner.race_seconds()
+            no_race = left is not None and race_one > left * (1 - SEARCH_SHARE)
+            search_s = deadline.share(SEARCH_SHARE_NO_RACE if no_race else SEARCH_SHARE)
             stopped = run_search(
                 study, tuner, wanted=config.trials, timeout_s=search_s, on_trial=report
             )

@@ -79,6 +79,22 @@ def test_repeats_and_plans_over_budget_do_not_count() -> None:
     assert all(t.state == TrialState.PRUNED for t in s.trials if outcome(t) == "over_budget")
 
 
+def test_no_trial_starts_that_is_expected_to_end_past_the_timeout() -> None:
+    """Each trial takes 0.3 s: with 0.5 s, Optuna alone would start a second one at 0.3 s
+    (ending at 0.6); the search stops instead, as that one would overrun."""
+    import time
+
+    class Slow(Fake):
+        def measure_trial(self, trial, plan):
+            time.sleep(0.3)
+            return super().measure_trial(trial, plan)
+
+    s, slow = study(), Slow()
+    assert run_search(s, slow, wanted=10, timeout_s=0.5, corners=False) == "timeout"
+    assert counted(s.trials) == 1
+    assert run_search(s, slow, wanted=4, timeout_s=60.0, corners=False) == "done"  # room
+
+
 def test_a_repeated_plan_is_a_twin_of_the_measured_one() -> None:
     s, fake = study(), Fake()
     params = {"unet.precision": "bnb_nf4", "vae.precision": "bnb_int8", "steps": 4,

@@ -201,9 +201,24 @@ def test_a_trial_that_raises_does_not_stop_the_study(tmp_path: Path, monkeypatch
 
 
 @pytest.mark.slow
-def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(tmp_path: Path) -> None:
+def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autoq.tune import _objective
+
     config = fast_config(tmp_path, trials=3, precisions=("fp32", "ao_int8wo"), timeout_s=0.01)
-    cut = tune(config)  # the budget is gone after the reference: one trial, then the tiers
+    with pytest.raises(ConfigError, match=r"pass --timeout \d+ s or more") as error:
+        tune(config)  # no time for the reference and a plan: said at once, nothing measured
+    assert "the reference and one plan beside it need about" in str(error.value)
+
+    # As if the screen and the reference had fitted, the budget is gone after the
+    # reference: one trial, then the tiers.
+    size_tune, build_space = _objective.size_tune, _objective.build_space
+    monkeypatch.setattr(_objective, "size_tune", lambda _left, *a, **k: size_tune(None, *a, **k))
+    monkeypatch.setattr(
+        _objective, "build_space", lambda *a, screen_budget_s, **k: build_space(*a, **k)
+    )
+    cut = tune(config)
     left_out = cut.profile.study.left_out
     assert cut.profile.study.timeout_s == 0.01
     assert left_out[0] == "search: 1 of 3 trials measured"
@@ -281,18 +296,40 @@ def test_impossible_constraints_say_what_to_relax(tmp_path: Path) -> None:
         tune(fast_config(tmp_path, trials=1, precisions=("fp32",), max_latency_s=1e-6))
 
 
-def test_plans_far_over_the_latency_limit_stop_after_the_warm_up(tmp_path: Path) -> None:
-    """A plan whose warm-up generation already takes twice the limit is pruned with the
-    measured time, instead of generating every prompt."""
+def _tried(folder: Path) -> list[optuna.trial.FrozenTrial]:
+    trials = [
+        t
+        for name in optuna.get_all_study_names(_db(folder))
+        for t in optuna.load_study(study_name=name, storage=_db(folder)).trials
+    ]
+    return [t for t in trials if outcome(t) != "twin"]  # twins: copies of the reference
+
+
+def test_plans_far_over_the_latency_limit_are_pruned_before_they_are_built(
+    tmp_path: Path,
+) -> None:
+    """A plan whose predicted latency (from fp32's generation and its components' timings)
+    is over twice the limit is pruned without being built or generating anything."""
     config = fast_config(tmp_path, trials=2, precisions=("fp32",), max_latency_s=1e-6)
     with pytest.raises(ConfigError):  # nothing can meet a microsecond
         tune(config)
-    trials = [
-        t
-        for name in optuna.get_all_study_names(_db(tmp_path))
-        for t in optuna.load_study(study_name=name, storage=_db(tmp_path)).trials
-    ]
-    tried = [t for t in trials if outcome(t) != "twin"]  # twins: copies of the reference
+    tried = _tried(tmp_path)
+    assert tried and all(outcome(t) == "over_budget" for t in tried)
+    assert all("predicted latency" in t.user_attrs["pruned"] for t in tried)
+
+
+def test_plans_far_over_the_latency_limit_stop_after_the_warm_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan without a prediction whose warm-up generation already takes twice the limit
+    is pruned with the measured time, instead of generating every prompt."""
+    from autoq.tune._objective import Tuner
+
+    monkeypatch.setattr(Tuner, "predict_latency", lambda self, plan: None)
+    config = fast_config(tmp_path, trials=2, precisions=("fp32",), max_latency_s=1e-6)
+    with pytest.raises(ConfigError):
+        tune(config)
+    tried = _tried(tmp_path)
     assert tried and all(t.state == TrialState.PRUNED for t in tried)
     assert all("after the untimed warm-up" in t.user_attrs["pruned"] for t in tried)
 
