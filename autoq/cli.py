@@ -459,6 +459,9 @@ def serve(
     max_queue: int = typer.Option(8, help="Requests waiting beyond those generating."),
     slo: float | None = typer.Option(None, help="Latency objective per request, seconds."),
     workers: int = typer.Option(1, help="Generations running at once."),
+    max_batch: int = typer.Option(
+        1, help="Compatible requests run as one pipeline call, each with its own seed."
+    ),
     api_key_env: str | None = typer.Option(
         None, help="Environment variable holding the API key clients must send."
     ),
@@ -514,6 +517,7 @@ def serve(
         allow_mismatch=allow_mismatch,
         warm_all=warm_all,
         body_timeout_s=body_timeout,
+        max_batch=max_batch,
     )
     run_server(
         application,

@@ -55,14 +55,16 @@ class LatencyReservoir:
 
 @dataclass
 class RuntimeMetrics:
-    """Requests per tier and per (tier, steps), bounded latency statistics per tier, tier
-    switches and OOM retries. Thread-safe."""
+    """Requests per tier and per (tier, steps), bounded latency statistics per tier, calls
+    per batch size, tier switches and OOM retries. Thread-safe."""
 
     requests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     served: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
     latency: dict[str, LatencyReservoir] = field(
         default_factory=lambda: defaultdict(LatencyReservoir)
     )
+    batches: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    """Pipeline calls per batch size (with batching on)."""
     switches: int = 0
     oom_retries: int = 0
     current_tier: str | None = None
@@ -74,6 +76,10 @@ class RuntimeMetrics:
             self.requests[tier] += 1
             self.served[(tier, steps)] += 1
             self.latency[tier].add(seconds)
+
+    def record_batch(self, size: int) -> None:
+        with self._lock:
+            self.batches[size] += 1
 
     def record_switch(self, to_tier: str) -> None:
         with self._lock:
@@ -99,6 +105,7 @@ class RuntimeMetrics:
                 "requests": dict(self.requests),
                 "served": served,
                 "latency_s": {k: v.summary() for k, v in self.latency.items()},
+                "batches": dict(self.batches),
                 "switches": self.switches,
                 "oom_retries": self.oom_retries,
                 "current_tier": self.current_tier,

@@ -17,6 +17,7 @@ from autoq._logging import get_logger
 from autoq.device import release_memory
 from autoq.errors import ConfigError, OutOfMemoryError
 from autoq.profile import Profile, Tier, load_profile
+from autoq.runtime._batch import BATCHED, Batcher, Request, batch_key, split_output
 from autoq.runtime._cost import predict_latency, tier_views
 from autoq.runtime._metrics import RuntimeMetrics
 from autoq.runtime._policy import DefaultPolicy, Policy, RequestShape
@@ -59,8 +60,10 @@ class AdaptivePipeline:
     component (a component whose precision two tiers share is reused), make-before-break
     when memory allows. An explicit ``num_inference_steps`` is always honoured; otherwise
     the policy may serve a tier at fewer steps (never below its ``min_steps``). Without
-    ``height``/``width`` a request runs at the size the profile measured. Build it with
-    `from_profile`.
+    ``height``/``width`` a request runs at the size the profile measured. With
+    ``max_batch`` above 1, compatible requests from concurrent callers run as one
+    pipeline call (`autoq.runtime._batch`), each with its own generator, and each output
+    says its ``.batch_size``. Build it with `from_profile`.
     """
 
     def __init__(
@@ -73,12 +76,19 @@ class AdaptivePipeline:
         device: torch.device,
         cooldown_s: float = 60.0,
         max_concurrency: int = 1,
+        max_batch: int = 1,
+        batch_wait_s: float = 0.05,
     ) -> None:
         from autoq.backends import weight_bytes
         from autoq.pipeline import ComponentCache, module_components
 
         if max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be >= 1, but got {max_concurrency}.")
+        if max_batch < 1 or batch_wait_s < 0:
+            raise ConfigError(
+                f"max_batch must be >= 1 and batch_wait_s >= 0, but got {max_batch} and "
+                f"{batch_wait_s}."
+            )
         self.profile = profile
         self.monitor = monitor
         self.policy = policy
@@ -93,10 +103,21 @@ class AdaptivePipeline:
         self._pixels = self.default_size[0] * self.default_size[1]
         self._views = tier_views(profile.tiers, self._pixels)
         self._max_concurrency = max_concurrency
+        self.max_batch = max_batch
         self._warmed: set[int] = set()
         self._ready = threading.Event()
         self._lock = threading.RLock()
         self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._batcher = (
+            Batcher(
+                max_batch=max_batch,
+                wait_s=batch_wait_s,
+                acquire=self._take_slot,
+                release=self._give_slot,
+            )
+            if max_batch > 1
+            else None
+        )
         self._waiting = 0
         self._in_flight = 0
         self._latency_ratio = 1.0
@@ -269,12 +290,72 @@ class AdaptivePipeline:
         )
         if not self._front_end_arrivals:
             self.note_arrival()
+        key = batch_key(tier, kwargs) if self._batcher is not None else None
+        if self._batcher is not None and key is not None and isinstance(prompt, str):
+            request = Request(prompt, kwargs, key, tier=wanted)
+            return self._batcher.submit(request, self._run_batch)
         with self._slot():
             with self._lock:
                 index, pipe, steps = self._select(wanted, shape)
             if shape.steps is None and steps is not None:
                 kwargs["num_inference_steps"] = steps
             return self._generate(index, pipe, prompt, kwargs, shape)
+
+    def _run_batch(self, requests: Sequence[Request]) -> list[Any]:
+        """Generate ``requests`` (compatible: `batch_key`) as one call; one output each."""
+        import torch
+
+        first = requests[0]
+        kwargs = {k: v for k, v in first.kwargs.items() if k not in BATCHED}
+        shape = self._shape(
+            kwargs.get("num_inference_steps"), kwargs.get("height"), kwargs.get("width")
+        )
+        with self._lock:
+            index, pipe, steps = self._select(first.tier, shape)
+        if shape.steps is None and steps is not None:
+            kwargs["num_inference_steps"] = steps
+        count = len(requests)
+        if count == 1:
+            output = self._generate(index, pipe, first.prompt, dict(first.kwargs | kwargs), shape)
+            output.batch_size = 1
+            self.metrics.record_batch(1)
+            return [output]
+        if any(r.kwargs.get("negative_prompt") for r in requests):
+            kwargs["negative_prompt"] = [r.kwargs.get("negative_prompt") or "" for r in requests]
+        if any(r.kwargs.get("generator") is not None for r in requests):
+            # A request without one draws its noise from a generator of its own, as alone
+            # it would from torch's global one.
+            kwargs["generator"] = [
+                r.kwargs.get("generator") or torch.Generator("cpu").manual_seed(_fresh_seed())
+                for r in requests
+            ]
+        # The cost model learns single requests; a batch's time is not one request's.
+        output = self._generate(
+            index, pipe, [r.prompt for r in requests], kwargs, shape, record=False
+        )
+        self.metrics.record_batch(count)
+        for _ in requests:  # each waited the batch's time
+            self.metrics.record_request(output.tier, output.timings["generation_s"], output.steps)
+        parts = []
+        for i in range(count):
+            part = split_output(output, count, i)
+            part.tier, part.steps, part.batch_size = output.tier, output.steps, count
+            part.timings = dict(output.timings)
+            parts.append(part)
+        return parts
+
+    def _take_slot(self, timeout: float) -> bool:
+        """A generation slot within ``timeout`` seconds (counted in flight), or ``False``."""
+        if not self._slots.acquire(timeout=timeout):
+            return False
+        with self._lock:
+            self._in_flight += 1
+        return True
+
+    def _give_slot(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._slots.release()
 
     @contextlib.contextmanager
     def _slot(self) -> Iterator[None]:
@@ -298,6 +379,7 @@ class AdaptivePipeline:
         sample = self.monitor.sample()
         with self._lock:
             queued = self._waiting + (self._queue_source() if self._queue_source else 0)
+            queued += self._batcher.waiting if self._batcher is not None else 0
             return sample.with_load(
                 self._in_flight,
                 queued,
@@ -509,6 +591,12 @@ class AdaptivePipeline:
                 ) from failure
             self._switch(decision.tier, "out of memory")
             return self._index, self._serving(), decision.steps
+
+
+def _fresh_seed() -> int:
+    import torch
+
+    return int(torch.randint(0, 2**63 - 1, ()).item())
 
 
 def _failed_in_decode(failure: BaseException, vae: Any) -> bool:

@@ -170,6 +170,7 @@ def create_app(
     allow_mismatch: bool = False,
     warm_all: bool = False,
     body_timeout_s: float = 10.0,
+    max_batch: int = 1,
 ) -> FastAPI:
     """Build the HTTP service.
 
@@ -188,6 +189,9 @@ def create_app(
             ready; otherwise on the serving tier and on every tier whose first call
             compiles or converts components (`Metrics.build_s`), so no request waits on it.
         body_timeout_s: A request body not received within this many seconds gets 408.
+        max_batch: Compatible requests that may run as one pipeline call (each with its
+            own seed: the image it would get alone); 1 runs each alone. A ready
+            ``source`` brings its own. Admission still predicts each request as if alone.
 
     Raises:
         ConfigError: A limit is not positive, or the API key is not printable ASCII.
@@ -199,6 +203,7 @@ def create_app(
         ("workers", workers),
         ("max_body_bytes", max_body_bytes),
         ("body_timeout_s", body_timeout_s),
+        ("max_batch", max_batch),
     ):
         if value <= 0:
             raise ConfigError(f"{name} must be positive, but got {value}.")
@@ -217,14 +222,17 @@ def create_app(
             policy=DefaultPolicy(slo_s=slo_s),
             device=device,
             max_concurrency=workers,
+            max_batch=max_batch,
             allow_mismatch=allow_mismatch,
         )
     )
     lock = threading.Lock()
     pending = {"n": 0}  # admitted requests not yet answered: queued + generating
 
+    running = workers * pipe.max_batch  # a batch's requests run together
+
     def queued() -> int:
-        return max(pending["n"] - workers, 0)
+        return max(pending["n"] - running, 0)
 
     pipe.set_queue_source(queued)
     metrics = ServiceMetrics(pipe, lambda: pending["n"])
@@ -236,7 +244,8 @@ def create_app(
     def executor() -> ThreadPoolExecutor:
         # One pool per serving lifetime: a server (or test client) may start the app again.
         if "pool" not in pool:
-            pool["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="autoq-gen")
+            # A thread per request that may run at once: those a batch gathers wait in it.
+            pool["pool"] = ThreadPoolExecutor(max_workers=running, thread_name_prefix="autoq-gen")
         return pool["pool"]
 
     @contextlib.asynccontextmanager
@@ -388,6 +397,7 @@ def create_app(
             image=base64.b64encode(buffer.getvalue()).decode(),
             tier=out.tier,
             steps=out.steps,
+            batch_size=getattr(out, "batch_size", 1),
             latency_ms=seconds * 1000,
             seed=body.seed,
         )

@@ -42,6 +42,14 @@ class _RuntimeCollector(Collector):
         yield GaugeMetricFamily(
             "autoq_ready", "1 once the serving tier has generated", value=float(self.pipe.ready)
         )
+        batches = CounterMetricFamily(
+            "autoq_batches",
+            "Pipeline calls by batch size (requests run as one call; --max-batch)",
+            labels=["size"],
+        )
+        for size, count in sorted(snap["batches"].items()):
+            batches.add_metric([str(size)], count)
+        yield batches
         yield GaugeMetricFamily(
             "autoq_tier_switches", "Tier switches so far", value=snap["switches"]
         )

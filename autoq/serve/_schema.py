@@ -38,6 +38,8 @@ class GenerateResponse(BaseModel):
     """The tier that served the request."""
     steps: int
     """The denoising steps it ran: the request's own if given, else the tier's step dial."""
+    batch_size: int = 1
+    """Requests that ran in the same pipeline call as this one (``--max-batch``)."""
     latency_ms: float
     seed: int | None = None
 

@@ -21,11 +21,11 @@ from autoq.serve import create_app
 from tests.runtime.conftest import MiB, make_profile
 
 
-def runtime(slo_s: float | None = None, workers: int = 1) -> AdaptivePipeline:
+def runtime(slo_s: float | None = None, workers: int = 1, **options) -> AdaptivePipeline:
     monitor = ScriptedMonitor([Signals(available_memory_bytes=10_000 * MiB)])
     return AdaptivePipeline.from_profile(
         make_profile(), monitor=monitor, policy=DefaultPolicy(slo_s=slo_s, dwell_s=3600),
-        device="cpu", max_concurrency=workers,
+        device="cpu", max_concurrency=workers, **options,
     )  # fmt: skip
 
 
@@ -359,3 +359,25 @@ def test_a_body_that_never_arrives_gets_408() -> None:
         return statuses
 
     assert asyncio.run(scenario()) == [408]
+
+
+def test_concurrent_requests_are_batched_and_say_so() -> None:
+    """Four requests at once on a runtime that batches: one pipeline call, each response
+    with its own image and its batch size, counted in `autoq_batches_total`."""
+    app = create_app(runtime(max_batch=4, batch_wait_s=5.0))
+
+    async def four() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            bodies = [{"prompt": p, "seed": i, "steps": 1}
+                      for i, p in enumerate(["a red circle", "a blue square", "a green star",
+                                             "a pink triangle"])]  # fmt: skip
+            answers = await asyncio.gather(*(client.post("/generate", json=b) for b in bodies))
+            answers.append(await client.get("/metrics"))
+            return answers
+
+    *answers, metrics = asyncio.run(four())
+    assert [a.status_code for a in answers] == [200] * 4
+    assert [a.json()["batch_size"] for a in answers] == [4] * 4
+    assert len({a.json()["image"] for a in answers}) == 4  # each its own image
+    assert 'autoq_batches_total{size="4"} 1.0' in metrics.text
