@@ -62,6 +62,7 @@ for _executor in (
         _openvino(None),
         check=check_openvino,
         precisions=("fp32",),
+        shares_weights=False,  # OpenVINO holds its own constants
     ),
     Executor(
         "openvino_int8",
@@ -69,6 +70,7 @@ for _executor in (
         _openvino("int8"),
         check=check_openvino,
         precisions=("fp32",),
+        shares_weights=False,  # OpenVINO holds its own constants
     ),
 ):
     register_executor(_executor)

@@ -168,3 +168,14 @@ def test_compiled_kernels_are_reused_by_a_later_process(tmp_path) -> None:
     assert runs[0] == ["0", "1"]  # compiled and stored
     assert runs[1] == ["1", "0"]  # found on disk
     assert (tmp_path / "inductor").is_dir()
+
+
+def test_the_component_cache_counts_what_openvino_holds(pipe) -> None:
+    """An OpenVINO component holds its own constants: the cache's memory bound counts
+    them (it counted nothing, so converted components piled up past the bound)."""
+    if usable_executors(torch.device("cpu"))["openvino"] is not None:
+        pytest.skip("OpenVINO does not run here")
+    cache = ComponentCache(pipe, max_bytes=2**31)
+    converted = cache.get("unet", "fp32", (), "openvino")
+    converted_sizes = [s for key, (_, s) in cache._entries.items() if key[3] == "openvino"]
+    assert converted_sizes == [weight_bytes(converted)] and converted_sizes[0] > 0
