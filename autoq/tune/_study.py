@@ -204,6 +204,7 @@ def _tune(
     device: torch.device,
     on_trial: Callable[[int, int, float | None], None] | None,
 ) -> TuneResult:
+    """`tune` once its clock and progress lines run: load, screen, size, search, finish."""
     import optuna
 
     from autoq.backends import cache_dir
