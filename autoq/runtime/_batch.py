@@ -12,6 +12,7 @@ its own kind, and the next slot goes to whoever asks for it.
 
 from __future__ import annotations
 
+import collections
 import copy
 import threading
 import time
@@ -20,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BATCHED", "Batcher", "Request", "batch_key", "split_output"]
+__all__ = ["BATCHED", "Batcher", "FairSlots", "Request", "batch_key", "split_output"]
 
 BATCHED = ("prompt", "negative_prompt", "generator")
 """Arguments that may differ within a batch: each request keeps its own."""
@@ -134,3 +135,40 @@ class Batcher:
             return
         for request, output in zip(batch, outputs, strict=True):
             request.result.set_result(output)
+
+
+class FairSlots:
+    """At most ``count`` holders at once; waiters get a slot first come, first served.
+
+    `threading.Semaphore` promises no order: under load, a caller that just released a
+    slot and asks again usually gets it back while others wait (closed-loop clients then
+    starve). Here a released slot goes straight to the oldest waiter. A waiter whose
+    ``timeout`` passes leaves the queue.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiters: collections.deque[threading.Event] = collections.deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return True
+            granted = threading.Event()
+            self._waiters.append(granted)
+        if granted.wait(timeout):
+            return True
+        with self._lock:
+            if granted.is_set():  # handed over just as the wait ended
+                return True
+            self._waiters.remove(granted)
+            return False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()  # the slot passes on without being freed
+            else:
+                self._free += 1

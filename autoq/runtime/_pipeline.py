@@ -17,7 +17,14 @@ from autoq._logging import get_logger
 from autoq.device import release_memory
 from autoq.errors import ConfigError, OutOfMemoryError
 from autoq.profile import Profile, Tier, load_profile
-from autoq.runtime._batch import BATCHED, Batcher, Request, batch_key, split_output
+from autoq.runtime._batch import (
+    BATCHED,
+    Batcher,
+    FairSlots,
+    Request,
+    batch_key,
+    split_output,
+)
 from autoq.runtime._cost import predict_latency, tier_views
 from autoq.runtime._metrics import RuntimeMetrics
 from autoq.runtime._policy import DefaultPolicy, Policy, RequestShape
@@ -107,7 +114,7 @@ class AdaptivePipeline:
         self._warmed: set[int] = set()
         self._ready = threading.Event()
         self._lock = threading.RLock()
-        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._slots = FairSlots(max_concurrency)
         self._batcher = (
             Batcher(
                 max_batch=max_batch,

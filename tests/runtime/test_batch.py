@@ -148,3 +148,32 @@ def test_the_wait_for_a_batch_is_bounded_from_the_oldest_arrival() -> None:
         thread.join(timeout=5)
     assert sorted(results) == ["X", "Y", "Z"]  # the clock never moved: it ran full
     assert sorted(ran[-1]) == ["x", "y", "z"]
+
+
+def test_a_released_slot_goes_to_the_oldest_waiter() -> None:
+    """One slot, three waiters in line: the holder that releases and asks again gets it
+    after them, not first (`threading.Semaphore` makes no such promise)."""
+    from autoq.runtime._batch import FairSlots
+
+    slots = FairSlots(1)
+    assert slots.acquire()
+    order: list[str] = []
+
+    def wait(name: str) -> None:
+        assert slots.acquire()
+        order.append(name)
+        slots.release()
+
+    threads = []
+    for name in "abc":
+        threads.append(threading.Thread(target=wait, args=(name,)))
+        threads[-1].start()
+        time.sleep(0.05)  # each in line before the next
+    slots.release()
+    assert slots.acquire()  # the former holder asks again: last in line
+    order.append("holder")
+    slots.release()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert order == ["a", "b", "c", "holder"]
+    assert not FairSlots(0).acquire(timeout=0.01)  # a timed-out waiter leaves the line
