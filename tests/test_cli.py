@@ -228,3 +228,25 @@ def test_profile_text_cannot_drive_the_terminal(tmp_path, monkeypatch, capsys) -
     code, out, err = _run_main(["profile", "show", str(path)], monkeypatch, capsys)
     assert code == 0, err
     assert "\x1b" not in out and "\\x1b[2J[bold red]x[/]" in out
+
+
+def test_piped_tables_keep_their_rows_whole(tmp_path) -> None:
+    """Piped (CI logs, a file, ``| less``), `autoq profile show` prints each tier on one
+    line instead of squeezing the table to 80 columns; ``COLUMNS`` still rules."""
+    import os
+    import subprocess
+
+    from autoq.profile import write_profile
+    from tests.runtime.conftest import make_profile
+
+    path = write_profile(make_profile(), tmp_path / "p.json")
+    command = [sys.executable, "-m", "autoq.cli", "profile", "show", str(path)]
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    rows = [line for line in piped.stdout.splitlines() if "minimal" in line]
+    assert rows and "bnb_nf4" in rows[0] and "bnb_int8" in rows[0]  # the plan, unwrapped
+    assert max(len(line) for line in piped.stdout.splitlines()) > 80
+    narrow = subprocess.run(
+        command, capture_output=True, text=True, env={**env, "COLUMNS": "80"}, check=True
+    )
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
