@@ -3,11 +3,12 @@
 Requests are compatible when everything but their prompt, negative prompt and generator
 is the same (tier asked for, steps, size, guidance, every other argument). Each keeps its
 own generator, so its image is the one it would get alone, up to float rounding. The
-request that gets a generation slot first leads: it waits up to ``wait_s`` for more
-compatible requests (not when ``max_batch`` of them already wait), takes up to
-``max_batch``, runs them and hands each its own image. The others never wait for a slot
-once a leader took them. Requests of another shape are not held back: a leader only takes
-its own kind, and the next slot goes to whoever asks for it.
+request that gets a generation slot first leads: holding the slot, it waits until
+``wait_s`` after its own arrival for more compatible requests (not at all when
+``max_batch`` of them already wait, nor when it waited that long for the slot), takes up
+to ``max_batch``, runs them and hands each its own image. The others never wait for a
+slot once a leader took them. A leader only takes its own kind; requests of another shape
+lead batches of their own when they get a slot.
 """
 
 from __future__ import annotations
