@@ -370,3 +370,27 @@ def test_fp32_baselines_become_trials_that_do_not_count(tuned) -> None:
     numbers = {t.number for t in baselines}
     assert numbers <= {a.trial.number for a in assess(study)}  # candidates for the tiers
     assert numbers <= {p.number for p in result.profile.trials if p.state == "complete"}
+
+
+@pytest.mark.slow
+def test_a_slow_reference_is_sized_to_the_budget(tmp_path: Path, monkeypatch) -> None:
+    """As if each fp32 step took 10 s (a real-size model on a small CPU): the tune lowers
+    its steps, shrinks the screening set, keeps one scheduler, measures the reference on
+    those images only, and says each cut; nothing runs past what the sizing allowed."""
+    from autoq.tune._budget import StepCost
+    from autoq.tune._evaluate import Evaluator
+
+    monkeypatch.setattr(Evaluator, "fp32_cost", lambda self: StepCost(fixed=2.0, per_step=10.0))
+    config = fast_config(
+        tmp_path, trials=1, n_prompts=4, eval_images=8, timeout_s=600.0,
+        schedulers=("default", "euler"),
+    )  # fmt: skip
+    result = tune(config)
+    left_out = result.profile.study.left_out
+    assert any(c.startswith("steps: at most 4 instead of 8") for c in left_out)
+    assert "screening set: 2 images instead of 4" in left_out
+    assert any(c.startswith("schedulers: only 'default' searched") for c in left_out)
+    study = optuna.load_study(study_name=result.profile.study.study_name, storage=_db(tmp_path))
+    assert study.user_attrs["screen"] == 2
+    assert study.user_attrs["reference"]["plan"]["steps"] == 4
+    assert all(t.plan.steps == 4 and t.plan.scheduler == "default" for t in result.profile.tiers)
