@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,6 +16,7 @@ from autoq.profile import Constraints, Metrics
 from autoq.tune._budget import Sizing, size_tune
 from autoq.tune._config import TuneConfig
 from autoq.tune._evaluate import PROBE_IMAGES, Evaluator, Measured
+from autoq.tune._evaluate import _fp32_key as fp32_key
 from autoq.tune._measure import EvalSet, TooSlowError
 from autoq.tune._optuna import CONSTRAINTS
 from autoq.tune._predict import LatencyModel
@@ -260,10 +262,19 @@ class Tuner(Search):
             return f"predicted latency {predicted:.2f} s is over twice --max-latency"
         return None
 
-    def predict_latency(self, plan: PipelinePlan) -> float | None:
+    def predict_latency(
+        self, plan: PipelinePlan, study: optuna.Study | None = None
+    ) -> float | None:
         """``plan``'s generation seconds from its components' timings (`LatencyModel`),
-        or ``None`` before `size_phases` or where a part of it was not timed."""
-        return self.latency.predict(plan) if self.latency is not None else None
+        on fp32's measured latency at its steps and scheduler where ``study`` has it;
+        ``None`` before `size_phases` or where a part of it was not timed."""
+        if self.latency is None:
+            return None
+        stored = (
+            study.user_attrs.get(fp32_key(plan.steps, plan.scheduler)) if study else None
+        ) or {}
+        seconds = stored.get("seconds") or []
+        return self.latency.predict(plan, statistics.median(seconds) if seconds else None)
 
     def reference_twin(self, trial: optuna.Trial) -> tuple[float, float, float]:
         reference = self.reference or self.ensure_reference(trial.study)
@@ -278,7 +289,7 @@ class Tuner(Search):
 
         started = time.perf_counter()
         folder = self.workdir / "trials" / f"{trial.number:04d}"
-        predicted = self.predict_latency(plan)
+        predicted = self.predict_latency(plan, trial.study)
         try:
             measured = self.measure(plan, folder, trial.study)
         except TooSlowError as slow:

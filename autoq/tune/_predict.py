@@ -42,12 +42,14 @@ class LatencyModel:
         raw = self.cost.image(steps)
         return replace(self, scale=measured_s / raw if raw > 0 else 1.0)
 
-    def predict(self, plan: PipelinePlan) -> float | None:
+    def predict(self, plan: PipelinePlan, fp32_s: float | None = None) -> float | None:
         """Seconds of one generation of ``plan``; ``None`` where a part of it was not
-        timed (an executor, a memory tool, a pairing the screen did not time)."""
+        timed (an executor, a memory tool, a pairing the screen did not time).
+        ``fp32_s``: fp32's measured latency at the plan's steps and scheduler, where the
+        study has it (its paired baseline), for the base instead of `cost`."""
         if plan.execution or plan.memory:
             return None
-        total = self.cost.image(plan.steps)
+        total = self.cost.image(plan.steps) if fp32_s is None else fp32_s / self.scale
         for component, precision in plan.precisions.items():
             if precision == "fp32" or component not in self.fp32:
                 continue

@@ -66,3 +66,12 @@ def test_a_plan_predicted_far_over_the_latency_limit_is_pruned_before_it_is_buil
     )
     assert tuner.over_budget(_plan(steps=10, unet="bf16", vae="bf16")) is None  # 17.5 s
     assert tuner.over_budget(_plan(steps=10, unet="bnb_nf4")) is None  # not predicted
+
+
+def test_fp32_measured_at_the_plans_steps_and_scheduler_is_the_base() -> None:
+    """Where the study has fp32's latency at the plan's own steps and scheduler (its
+    paired baseline), that measurement replaces the predicted base."""
+    plan = _plan(steps=10, unet="bf16")
+    assert MODEL.predict(plan, fp32_s=30.0) == pytest.approx(30.0 - 10 * 1.5)
+    calibrated = MODEL.calibrated(measured_s=0.5 * 34.5, steps=10)
+    assert calibrated.predict(plan, fp32_s=30.0) == pytest.approx(30.0 - 0.5 * 10 * 1.5)
