@@ -325,7 +325,7 @@ def test_plans_far_over_the_latency_limit_stop_after_the_warm_up(
     is pruned with the measured time, instead of generating every prompt."""
     from autoq.tune._objective import Tuner
 
-    monkeypatch.setattr(Tuner, "predict_latency", lambda self, plan: None)
+    monkeypatch.setattr(Tuner, "predict_latency", lambda self, plan, study=None: None)
     config = fast_config(tmp_path, trials=2, precisions=("fp32",), max_latency_s=1e-6)
     with pytest.raises(ConfigError):
         tune(config)
