@@ -18,6 +18,7 @@ import copy
 import hashlib
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -257,9 +258,10 @@ def _bounded(seconds: float | None) -> Iterator[None]:
     from torch.nn.modules.module import register_module_forward_pre_hook
 
     end = time.monotonic() + seconds
+    owner = threading.get_ident()  # the hook sees every thread's modules: stop ours only
 
     def check(_module: nn.Module, _args: Any) -> None:
-        if time.monotonic() > end:
+        if time.monotonic() > end and threading.get_ident() == owner:
             raise _OverTime
 
     handle = register_module_forward_pre_hook(check)

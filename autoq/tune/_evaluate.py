@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from autoq._logging import get_logger
 from autoq.pipeline import PipelinePlan
@@ -76,8 +76,6 @@ __all__ = [
 ]
 
 log = get_logger("autoq.tune")
-
-T = TypeVar("T")
 
 DEFAULT_TIER_DROP_PCT = 10.0
 """Without a quality limit, tiers keep CLIP within this many percent of the reference
