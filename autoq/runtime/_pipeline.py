@@ -351,8 +351,9 @@ class AdaptivePipeline:
             parts.append(part)
         return parts
 
-    def _take_slot(self, timeout: float) -> bool:
-        """A generation slot within ``timeout`` seconds (counted in flight), or ``False``."""
+    def _take_slot(self, timeout: float | None) -> bool:
+        """A generation slot within ``timeout`` seconds (``None``: however long it takes),
+        counted in flight; ``False`` if none came."""
         if not self._slots.acquire(timeout=timeout):
             return False
         with self._lock:
@@ -369,16 +370,15 @@ class AdaptivePipeline:
         """Wait (counted as queued) for a generation slot, hold it (counted in flight)."""
         with self._lock:
             self._waiting += 1
-        self._slots.acquire()
-        with self._lock:
-            self._waiting -= 1
-            self._in_flight += 1
+        try:
+            self._take_slot(None)
+        finally:
+            with self._lock:
+                self._waiting -= 1
         try:
             yield
         finally:
-            with self._lock:
-                self._in_flight -= 1
-            self._slots.release()
+            self._give_slot()
 
     def signals(self) -> Signals:
         """The monitor's latest sample with the runtime's own load (plus any queue a
