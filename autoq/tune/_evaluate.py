@@ -830,17 +830,25 @@ class Evaluator:
             else:  # extending needs their evidence, not their metrics
                 self.extend(study, assessed, to=self.evalset.size)
 
+    @staticmethod
+    def fp32_latency(study: optuna.Study, steps: int, scheduler: str) -> float | None:
+        """fp32's measured median latency at ``steps`` and ``scheduler`` (its baseline),
+        or ``None`` where the study has not timed it."""
+        seconds = (study.user_attrs.get(_fp32_key(steps, scheduler)) or {}).get("seconds")
+        return statistics.median(seconds) if seconds else None
+
     def _fp32_seconds(self, study: optuna.Study, steps: int, scheduler: str, to: int) -> float:
         """Expected seconds to take fp32's baseline at ``steps`` to ``to`` images."""
         stored = study.user_attrs.get(_fp32_key(steps, scheduler)) or {}
         missing = max(0, to - len(stored.get("scores", [])))
         if not missing:
             return 0.0
-        seconds = stored.get("seconds") or study.user_attrs["reference"]["evidence"]["seconds"]
-        reference_steps = int(study.user_attrs["reference"]["plan"]["steps"])
-        per_image = statistics.median(seconds) if seconds else 0.0
-        if not stored.get("seconds"):  # the reference's latency, scaled to these steps
-            per_image *= steps / reference_steps
+        per_image = self.fp32_latency(study, steps, scheduler)
+        if per_image is None:  # the reference's latency, scaled to these steps
+            reference = study.user_attrs["reference"]
+            seconds = reference["evidence"]["seconds"]
+            scaled = steps / int(reference["plan"]["steps"])
+            per_image = statistics.median(seconds) * scaled if seconds else 0.0
         return missing * per_image
 
     def _extension_seconds(self, study: optuna.Study, assessed: Assessed, to: int) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,7 +15,6 @@ from autoq.profile import Constraints, Metrics
 from autoq.tune._budget import Sizing, size_tune
 from autoq.tune._config import TuneConfig
 from autoq.tune._evaluate import PROBE_IMAGES, Evaluator, Measured
-from autoq.tune._evaluate import _fp32_key as fp32_key
 from autoq.tune._measure import EvalSet, TooSlowError
 from autoq.tune._optuna import CONSTRAINTS
 from autoq.tune._predict import LatencyModel
@@ -270,11 +268,10 @@ class Tuner(Search):
         ``None`` before `size_phases` or where a part of it was not timed."""
         if self.latency is None:
             return None
-        stored = (
-            study.user_attrs.get(fp32_key(plan.steps, plan.scheduler)) if study else None
-        ) or {}
-        seconds = stored.get("seconds") or []
-        return self.latency.predict(plan, statistics.median(seconds) if seconds else None)
+        fp32_s = None
+        if study is not None:
+            fp32_s = self.evaluator.fp32_latency(study, plan.steps, plan.scheduler)
+        return self.latency.predict(plan, fp32_s)
 
     def reference_twin(self, trial: optuna.Trial) -> tuple[float, float, float]:
         reference = self.reference or self.ensure_reference(trial.study)
