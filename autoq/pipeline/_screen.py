@@ -279,8 +279,8 @@ class _Outcome:
     error: float | None
     reason: str | None
     seconds: float | None = None
-    over: float | None = None
-    """The time bound it ran past (not cached: the caller decides what that means)."""
+    over: bool = False
+    """It ran past its time bound (``seconds``); the caller decides what that means."""
 
     def cached(self) -> list[Any]:
         return [self.error, self.reason, self.seconds]
@@ -361,7 +361,7 @@ def _screen_one(
                 worst = max(worst, error or 0.0)
             _synchronize(device)
     except _OverTime:
-        return _Outcome(None, None, limit, over=limit)
+        return _Outcome(None, None, limit, over=True)
     seconds = _replay_seconds(module, calls[component], device, time.perf_counter() - start)
     return _Outcome(worst, None, seconds)
 
@@ -509,6 +509,12 @@ def screen(
         ]  # fmt: skip
         return (min(times)[1], min(times)[0]) if times else None
 
+    def unscreened(component: str, precision: str) -> bool:
+        """Leave a pairing the budget had no time for out, uncached: a rerun screens it."""
+        result.unscreened.append((component, precision))
+        failed[(component, precision)] = "not screened"
+        return True
+
     def run(component: str, precision: str, first_pass: bool) -> bool:
         """Screen one (component, precision) with every protect option; ``False``: a
         first pass ran past its short bound, so it waits for the second."""
@@ -526,9 +532,7 @@ def screen(
                 elif not names:
                     cached[key] = [0.0, None, None]  # nothing to convert: it is fp32
                 elif end is not None and time.monotonic() >= end:
-                    result.unscreened.append((component, precision))
-                    failed[(component, precision)] = "not screened"
-                    return True
+                    return unscreened(component, precision)
                 elif not recorded(component):  # never called: nothing it could break
                     cached[key] = [0.0, None, None]
                 else:
@@ -546,13 +550,11 @@ def screen(
                         build, component, precision, protect, modules, calls,
                         spec.max_rel_error, bounds[hit],
                     )  # fmt: skip
-                    if outcome.over is not None:
+                    if outcome.over:
                         if hit == "first":
                             return False
                         if hit == "budget":
-                            result.unscreened.append((component, precision))
-                            failed[(component, precision)] = "not screened"
-                            return True
+                            return unscreened(component, precision)
                         outcome.reason = (
                             f"dominated by {rival[0]}: as few bits or fewer, and over "
                             f"{bounds[hit]:.1f} s where {rival[0]} takes {rival[1]:.2f} s"
