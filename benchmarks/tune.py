@@ -37,7 +37,7 @@ from autoq._logging import configure
 from autoq.pipeline import PipelinePlan
 from autoq.profile import Constraints
 from autoq.tune import SearchSpace, TuneConfig, tune
-from autoq.tune._evaluate import tier_constraints
+from autoq.tune._choice import tier_constraints
 from autoq.tune._optuna import DIRECTIONS
 from autoq.tune._search import Search
 
@@ -143,7 +143,7 @@ class Replay(Search):
             fp32 = plan.fp32()
             row = self.rows[json.dumps(fp32.model_dump(mode="json"), sort_keys=True)]
             add_baseline(
-                trial.study, self.space, fp32, row["values"], row.get("constraints", {}), {}
+                trial.study, self.space, fp32, row["values"], row.get("constraints", {}), None
             )
         self.fp32.add(pair)
         return self._values(trial, plan)

@@ -18,6 +18,7 @@ from autoq.tune._evaluate import PROBE_IMAGES, Evaluator, Measured
 from autoq.tune._measure import EvalSet, TooSlowError
 from autoq.tune._optuna import CONSTRAINTS
 from autoq.tune._predict import LatencyModel
+from autoq.tune._record import StudyRecord, TrialRecord
 from autoq.tune._search import Search, add_baseline
 from autoq.tune._space import build_space
 
@@ -159,13 +160,13 @@ class Tuner(Search):
             probe_images=PROBE_IMAGES,
             budget_s=self.config.timeout_s,
         )
-        stored = study.user_attrs.get("reference")
-        if stored is not None:  # measured already: keep what it was measured with
-            steps = int(stored["plan"]["steps"])
+        record = StudyRecord(study)
+        if record.has_reference():  # measured already: keep what it was measured with
+            screened = record.screen_images()
             sizing = replace(
                 sizing,
-                screen_images=int(study.user_attrs.get("screen", self.evalset.screen)),
-                max_steps=steps,
+                screen_images=screened if screened is not None else self.evalset.screen,
+                max_steps=record.reference().plan.steps,
                 cuts=tuple(c for c in sizing.cuts if c.startswith("schedulers")),
             )
         low, high = self.space.steps
@@ -275,8 +276,7 @@ class Tuner(Search):
 
     def reference_twin(self, trial: optuna.Trial) -> tuple[float, float, float]:
         reference = self.reference or self.ensure_reference(trial.study)
-        for key, value in self.evaluator.reference_attrs(trial.study).items():
-            trial.set_user_attr(key, value)
+        TrialRecord(trial).set_result(self.evaluator.reference_result(trial.study))
         self._constrain(trial, reference)
         return _values(reference)
 
@@ -285,36 +285,36 @@ class Tuner(Search):
         import optuna
 
         started = time.perf_counter()
-        folder = self.workdir / "trials" / f"{trial.number:04d}"
+        record = TrialRecord(trial)
+        folder = self.evaluator.folder.trial(trial.number)
         predicted = self.predict_latency(plan, trial.study)
         try:
             measured = self.measure(plan, folder, trial.study)
         except TooSlowError as slow:
             # Measured, not estimated: a warm generation was twice the latency limit.
-            trial.set_user_attr("pruned", str(slow))
-            trial.set_user_attr("outcome", "too_slow")
+            record.set_outcome("too_slow", str(slow))
             raise optuna.TrialPruned(str(slow)) from None
         except Exception as exc:
             from autoq.device import release_memory
 
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
-            trial.set_user_attr("outcome", "error")
+            record.set_outcome("error", f"{type(exc).__name__}: {exc}"[:500])
             log.warning("trial_failed", trial=trial.number, plan=plan.describe(), error=str(exc))
             release_memory(self.device)
             raise
-        metrics = measured.metrics
+        result = measured.result
         if predicted is not None:  # in the evidence: the profile keeps it beside latency_s
-            measured.attrs["evidence"]["predicted_latency_s"] = predicted
-            metrics = metrics.model_copy(update={"predicted_latency_s": predicted})
-            measured.attrs["metrics"] = metrics.model_dump()
-        for key, value in measured.attrs.items():  # evidence, metrics, images
-            trial.set_user_attr(key, value)
+            update = {"predicted_latency_s": predicted}
+            result = result.model_copy(
+                update={
+                    "evidence": result.evidence.model_copy(update=update),
+                    "metrics": result.metrics.model_copy(update=update),
+                }
+            )
+        metrics = result.metrics
+        record.set_result(result)
         if measured.baseline is not None:
             self._add_baseline(trial.study, *measured.baseline)
-        trial.set_user_attr(
-            "timing",
-            {"trial_s": time.perf_counter() - started, "generation_s": measured.generation_s},
-        )
+        record.set_timing(time.perf_counter() - started, measured.generation_s)
         violations = self._constrain(trial, metrics)
         log.info(
             "trial_done",
@@ -335,7 +335,7 @@ class Tuner(Search):
         violations = self.constraints.violations(measured.metrics, reference.clip_score)
         constraints = dict(zip(CONSTRAINTS, violations, strict=True))
         if add_baseline(
-            study, self.space, plan, _values(measured.metrics), constraints, measured.attrs
+            study, self.space, plan, _values(measured.metrics), constraints, measured.result
         ):
             log.info(
                 "baseline_added",

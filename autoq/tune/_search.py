@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from autoq._logging import get_logger
 from autoq.pipeline import PipelinePlan
+from autoq.tune._record import Result, TrialRecord
 from autoq.tune._space import SearchSpace
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ COUNTED = frozenset({"measured", "too_slow", "error"})
 STALL_LIMIT = 200
 """Uncounted trials in a row after which a worker stops: its sampler only repeats itself."""
 
-_OWN_ATTRS = ("plan", "worker", "outcome", "timing", "twin_of", "pruned", "error", "interrupted")
-
 
 class Interrupted(KeyboardInterrupt):
     """A signal (SIGINT, SIGTERM) asked the tune to stop; ``signal_name`` says which."""
@@ -69,20 +68,21 @@ def outcome(trial: FrozenTrial) -> str:
     running/waiting while it is not finished."""
     from optuna.trial import TrialState
 
-    recorded = trial.user_attrs.get("outcome")
+    record = TrialRecord(trial)
+    recorded = record.outcome()
     if trial.state in (TrialState.RUNNING, TrialState.WAITING):
         return trial.state.name.lower()
     if recorded is not None:
         return str(recorded)
-    if trial.user_attrs.get("interrupted"):
+    if record.interrupted():
         return "interrupted"
     if trial.state == TrialState.COMPLETE:
-        return "twin" if "twin_of" in trial.user_attrs else "measured"
+        return "twin" if record.is_twin() else "measured"
     if trial.state == TrialState.PRUNED:
-        return "too_slow" if "warm-up" in str(trial.user_attrs.get("pruned")) else "over_budget"
+        return "too_slow" if "warm-up" in str(record.pruned()) else "over_budget"
     # FAIL without a recorded outcome: the worker died (heartbeat) or the trial raised
     # before it could record anything.
-    return "error" if "error" in trial.user_attrs else "stale"
+    return "error" if record.error() is not None else "stale"
 
 
 def counted(trials: Sequence[FrozenTrial]) -> int:
@@ -97,7 +97,7 @@ def _same_plan(
     measuring it or failed on it."""
     blocker = None
     for other in trials:
-        if other.number == number or other.user_attrs.get("plan") != plan:
+        if other.number == number or TrialRecord(other).plan_json() != plan:
             continue
         kind = outcome(other)
         if kind in ("measured", "twin", "baseline") and other.values is not None:
@@ -140,16 +140,15 @@ class Search:
         import optuna
         from optuna.trial import TrialState
 
+        record = TrialRecord(trial)
         try:
             plan = self.space.canonical(self.space.suggest(trial), self.aliases)
             plan_json = plan.model_dump(mode="json")
             # Recorded before looking for repeats: of two workers drawing the same plan at
             # once, the later one to look always sees the other.
-            trial.set_user_attr("plan", plan_json)
-            trial.set_user_attr("worker", worker_id())
+            record.set_drawn(plan, worker_id())
             if plan == self.reference_plan:  # measured once per study, before any trial
-                trial.set_user_attr("twin_of", "reference")
-                trial.set_user_attr("outcome", "twin")
+                record.set_twin("reference")
                 return self.reference_twin(trial)
             other = _same_plan(trial.study.get_trials(deepcopy=False), trial.number, plan_json)
             if other is not None and other.state == TrialState.COMPLETE:
@@ -157,22 +156,19 @@ class Search:
             if other is not None:
                 doing = "is being measured" if other.state == TrialState.RUNNING else "failed"
                 reason = f"the same plan {doing} in trial {other.number}"
-                trial.set_user_attr("outcome", "taken")
-                trial.set_user_attr("pruned", reason)
+                record.set_outcome("taken", reason)
                 raise optuna.TrialPruned(reason)
             too_big = self.over_budget(plan)
             if too_big is not None:
-                trial.set_user_attr("outcome", "over_budget")
-                trial.set_user_attr("pruned", too_big)
+                record.set_outcome("over_budget", too_big)
                 raise optuna.TrialPruned(too_big)
             log.info("trial_start", trial=trial.number, plan=plan.describe())
             values = self.measure_trial(trial, plan)
-            trial.set_user_attr("outcome", "measured")
+            record.set_outcome("measured")
             return values
         except KeyboardInterrupt as stop:
             reason = str(stop) if isinstance(stop, Interrupted) else "SIGINT received"
-            trial.set_user_attr("interrupted", reason)
-            trial.set_user_attr("outcome", "interrupted")
+            record.set_outcome("interrupted", reason)
             raise
 
 
@@ -182,7 +178,7 @@ def add_baseline(
     plan: PipelinePlan,
     values: Sequence[float],
     constraints: dict[str, float],
-    attrs: dict[str, Any],
+    result: Result | None,
 ) -> bool:
     """Add ``plan``, fp32 measured as another plan's paired baseline, to ``study`` as a
     trial of its own (outcome ``baseline``, not counted towards the budget): a candidate
@@ -193,14 +189,14 @@ def add_baseline(
     params = space.params(plan)
     plan_json = plan.model_dump(mode="json")
     trials = study.get_trials(deepcopy=False)
-    if params is None or any(t.user_attrs.get("plan") == plan_json for t in trials):
+    if params is None or any(TrialRecord(t).plan_json() == plan_json for t in trials):
         return False
     study.add_trial(
         optuna.trial.create_trial(
             params=params,
             distributions=space.distributions(),
             values=list(values),
-            user_attrs={**attrs, "plan": plan_json, "worker": worker_id(), "outcome": "baseline"},
+            user_attrs=TrialRecord.baseline_attrs(result, plan, worker_id()),
             constraints=constraints,
         )
     )
@@ -209,13 +205,9 @@ def add_baseline(
 
 def _copy_twin(trial: optuna.Trial, source: FrozenTrial) -> tuple[float, ...]:
     """Record ``source``'s result on ``trial``: a repeat costs no measurement."""
-    for key, value in source.user_attrs.items():
-        if key not in _OWN_ATTRS:
-            trial.set_user_attr(key, value)
+    TrialRecord(trial).copy_result(source)
     for key, value in source.constraints.items():
         trial.set_constraint(key, value)
-    trial.set_user_attr("twin_of", source.user_attrs.get("twin_of", source.number))
-    trial.set_user_attr("outcome", "twin")
     assert source.values is not None  # _same_plan only returns completed trials with values
     return tuple(source.values)
 
@@ -233,7 +225,7 @@ def fail_orphans(study: optuna.Study, *, include_self: bool = False) -> list[int
     host, me = socket.gethostname(), os.getpid()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        name, _, pid_text = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        name, _, pid_text = str(TrialRecord(trial).worker() or "").rpartition(":")
         if name != host or not pid_text.isdigit():
             continue
         pid = int(pid_text)
@@ -246,8 +238,7 @@ def fail_orphans(study: optuna.Study, *, include_self: bool = False) -> list[int
         else:
             reason = f"worker process {pid} on {host} died"
         try:
-            study._storage.set_trial_user_attr(trial._trial_id, "outcome", "stale")
-            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", reason)
+            TrialRecord.mark_stale(study, trial, reason)
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         except Exception:  # finished meanwhile by another worker: nothing left to do
             continue
@@ -273,7 +264,7 @@ def on_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     log.warning(
         "trial_stale",
         trial=trial.number,
-        worker=trial.user_attrs.get("worker"),
+        worker=TrialRecord(trial).worker(),
         reason="its worker stopped sending heartbeats",
     )
     RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
@@ -318,9 +309,9 @@ def run_search(
         if outcome(trial) in COUNTED and trial.datetime_start and trial.datetime_complete:
             took.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         settled = {
-            str(t.user_attrs.get("plan"))
+            str(TrialRecord(t).plan_json())
             for t in trials
-            if "plan" in t.user_attrs
+            if TrialRecord(t).plan_json() is not None
             and outcome(t) not in ("interrupted", "stale", "running", "waiting", "taken")
         }
         if on_trial is not None:

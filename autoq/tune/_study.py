@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from autoq._logging import get_logger
 from autoq.errors import ConfigError
@@ -16,6 +15,7 @@ from autoq.tune._measure import EVAL_PROTOCOL
 from autoq.tune._objective import Tuner
 from autoq.tune._optuna import DIRECTIONS, open_storage, redact, sampler, storage_url
 from autoq.tune._progress import Progress
+from autoq.tune._record import StudyContext, StudyRecord, TimeBudget, WorkFolder
 from autoq.tune._search import Interrupted, counted, fail_orphans, on_stale_trial, run_search
 from autoq.tune._tiers import feasible
 from autoq.tune._write import TuneResult, write_study_profile
@@ -37,26 +37,26 @@ SEARCH_SHARE_NO_RACE = 0.9
 real-size model on a short budget): what racing would not use goes to more plans."""
 
 
-def _study_context(tuner: Tuner) -> dict[str, Any]:
+def _study_context(tuner: Tuner) -> StudyContext:
     """Everything `export_profile` needs to write a profile from the study alone."""
     config = tuner.config
-    return {
-        "fingerprint": tuner.fingerprint.model_dump(mode="json"),
-        "model": tuner.loaded.identity.model_dump(),
-        "constraints": tuner.constraints.model_dump(),
-        "prompts": tuner.prompts,
-        "seeds": tuner.seeds,
-        "screen": tuner.evalset.screen,
-        "full": tuner.evalset.full,
-        "eval_protocol": EVAL_PROTOCOL,
-        "guidance_scale": tuner.guidance,
-        "height": config.height,
-        "width": config.width,
-        "tiers": config.tiers,
-        "sampler": config.sampler,
-        "seed": config.seed,
-        "workdir": str(tuner.workdir.resolve()),
-    }
+    return StudyContext(
+        fingerprint=tuner.fingerprint.model_dump(mode="json"),
+        model=tuner.loaded.identity.model_dump(),
+        constraints=tuner.constraints,
+        prompts=tuner.prompts,
+        seeds=tuner.seeds,
+        screen=tuner.evalset.screen,
+        full=tuner.evalset.full,
+        eval_protocol=EVAL_PROTOCOL,
+        guidance_scale=tuner.guidance,
+        height=config.height,
+        width=config.width,
+        tiers=config.tiers,
+        sampler=config.sampler,
+        seed=config.seed,
+        workdir=str(tuner.workdir.resolve()),
+    )
 
 
 def _check_identity(
@@ -67,18 +67,18 @@ def _check_identity(
 ) -> None:
     """Refuse to resume a study of another model or image size; say when a model's
     weights changed since its earlier studies."""
-    import optuna
-
-    stored = study.user_attrs.get("model")
-    protocol = study.user_attrs.get("eval_protocol", 1)
-    if "reference" in study.user_attrs and protocol != EVAL_PROTOCOL:
+    record = StudyRecord(study)
+    view = record.snapshot()
+    stored = view.stored_model()
+    protocol = view.eval_protocol()
+    if view.has_measured() and protocol != EVAL_PROTOCOL:
         raise ConfigError(
             f"Study {study.study_name!r} was measured under evaluation protocol {protocol} "
             f"(this autoq draws images under protocol {EVAL_PROTOCOL}), so its scores cannot "
             "be mixed with new ones; pass another --study, or delete the old one "
             f"(optuna delete-study --study-name {study.study_name} --storage URL)."
         )
-    measured_at = (study.user_attrs.get("height"), study.user_attrs.get("width"))
+    measured_at = view.size()
     if stored is not None and measured_at != size:
         raise ConfigError(
             f"Study {study.study_name!r} was measured at height x width {measured_at} "
@@ -102,11 +102,9 @@ def _check_identity(
         return
     stem = study.study_name.split(f"-{identity.content_hash}")[0]
     older = [
-        summary.study_name
-        for summary in optuna.get_all_study_summaries(study._storage, include_best_trial=False)
-        if summary.study_name != study.study_name
-        and (summary.study_name == stem or summary.study_name.startswith(f"{stem}-"))
-        and summary.user_attrs.get("model", {}).get("content_hash") != identity.content_hash
+        name
+        for name, content_hash in record.summaries_tuned_for()
+        if (name == stem or name.startswith(f"{stem}-")) and content_hash != identity.content_hash
     ]
     if older:
         log.warning(
@@ -219,8 +217,7 @@ def _tune(
     storage = storage_url(config, stem)
     # Per-trial images are working files: they live in the cache (not beside profiles),
     # one folder per study, so studies that share a name in other storages never mix.
-    digest = hashlib.sha256(f"{storage}|{study_name}".encode()).hexdigest()[:10]
-    workdir = cache_dir() / "tune" / f"{study_name}-{digest}"
+    workdir = WorkFolder.of(cache_dir(), study_name, storage).root
     # The storage first: a bad URL is one line now, not after the screen and reference.
     opened = open_storage(storage, on_stale=on_stale_trial)
     tuner = Tuner(
@@ -257,8 +254,7 @@ def _tune(
     existing = len(study.get_trials(deepcopy=False))
     run_seed = config.seed + existing + (os.getpid() if config.storage else 0)
     study.sampler = sampler(config.sampler, run_seed, config.trials, tuner.space)
-    for key, value in _study_context(tuner).items():
-        study.set_user_attr(key, value)
+    StudyRecord(study).set_context(_study_context(tuner))
 
     def report(study: optuna.Study) -> None:
         done = counted(study.get_trials(deepcopy=False))
@@ -310,8 +306,8 @@ def _tune(
                 signal=stopped_by,
                 done=counted(study.get_trials(deepcopy=False)),
             )
-        budget = {"seconds": config.timeout_s, "cuts": deadline.cuts}
-        study.set_user_attr("time_budget", budget)  # for `autoq profile export`
+        budget = TimeBudget(seconds=config.timeout_s, cuts=deadline.cuts)
+        StudyRecord(study).set_time_budget(budget)  # for `autoq profile export`
         try:
             path, profile = write_study_profile(
                 study, storage, tuner.workdir, config.profiles_dir / f"{stem}.json", budget

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from autoq.profile import Constraints, Metrics, Resource
 from autoq.quality import overlap
+from autoq.tune._record import TrialRecord
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -64,8 +65,7 @@ def pareto_front(metrics: Sequence[Metrics]) -> list[int]:
 
 
 def trial_metrics(trial: FrozenTrial) -> Metrics | None:
-    raw = trial.user_attrs.get("metrics")
-    return Metrics.model_validate(raw) if raw else None
+    return TrialRecord(trial).metrics()
 
 
 def feasible(

@@ -12,8 +12,6 @@ from autoq._logging import get_logger
 from autoq.errors import ConfigError
 from autoq.pipeline import PipelinePlan
 from autoq.profile import (
-    Constraints,
-    Metrics,
     ModelIdentity,
     Profile,
     StudyInfo,
@@ -22,8 +20,10 @@ from autoq.profile import (
     write_profile,
 )
 from autoq.profile import TrialState as TrialStateName
-from autoq.tune._evaluate import assess, choose, evalset_of, tier_curve, tune_conditions
+from autoq.tune._choice import choose
+from autoq.tune._evidence import assess, evalset_of, tier_curve, tune_conditions
 from autoq.tune._optuna import open_storage, redact
+from autoq.tune._record import StudyRecord, TimeBudget, TrialRecord, WorkFolder
 from autoq.tune._tiers import tier_names
 
 if TYPE_CHECKING:
@@ -52,12 +52,12 @@ def write_study_profile(
     storage: str,
     workdir: Path,
     path: Path,
-    time_budget: dict[str, Any] | None = None,
+    time_budget: TimeBudget | None = None,
 ) -> tuple[Path, Profile]:
-    """Choose tiers from the study's evidence (see `autoq.tune._evaluate.choose`) and
+    """Choose tiers from the study's evidence (see `autoq.tune._choice.choose`) and
     write the profile with every trial's evidence.
 
-    ``time_budget`` (``{"seconds", "cuts"}``) is what the writing run's budget left out;
+    ``time_budget`` is what the writing run's budget left out;
     without it, the study's record of the last run that stored one (workers sharing a
     study each pass their own).
 
@@ -69,16 +69,17 @@ def write_study_profile(
     from autoq._version import __version__
     from autoq.device import Fingerprint
 
-    attrs = study.user_attrs
-    if "evidence" not in attrs.get("reference", {}) or "fingerprint" not in attrs:
+    view = StudyRecord(study).snapshot()
+    stored = view.reference() if view.has_reference() else None
+    if stored is None or stored.metrics is None or not view.has_context():
         raise ConfigError(
             f"Study {study.study_name!r} has no reference measurement yet; "
             "run `autoq tune` against it first."
         )
-    constraints = Constraints.model_validate(attrs["constraints"])
-    reference_metrics = Metrics.model_validate(attrs["reference"]["metrics"])
+    context = view.context()
+    reference_metrics = stored.metrics
     trials = study.get_trials(deepcopy=False)
-    choice = choose(study, attrs["tiers"])
+    choice = choose(study, context.tiers)
     if not choice.tiers:
         states = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
         raise ConfigError(
@@ -86,19 +87,19 @@ def write_study_profile(
             f"(trials by state: {states}); relax --max-memory / --max-latency / "
             "--min-clip-score, or run more --trials."
         )
-    evalset = evalset_of(attrs)
+    evalset = evalset_of(view)
     profile_dir = path.with_suffix("")
     tiers = []
     names = tier_names([c.cheapest_in for c in choice.tiers])
     for name, chosen in zip(names, choice.tiers, strict=True):
         trial = chosen.item.trial
         samples = _copy_samples(
-            Path(trial.user_attrs.get("images", "")),
+            TrialRecord(trial).images() or Path(),
             profile_dir / "tiers" / name,
             len(evalset.prompts),
         )
         curve, min_steps = tier_curve(
-            attrs, chosen, choice.constraints, choice.step_dial(chosen.item.plan)
+            view, chosen, choice.constraints, choice.step_dial(chosen.item.plan)
         )
         tiers.append(
             Tier(
@@ -112,15 +113,15 @@ def write_study_profile(
                 min_steps=min_steps,
             )
         )
-    reference_plan = PipelinePlan.model_validate(attrs["reference"]["plan"])
+    reference_plan = stored.plan
     reference_samples = _copy_samples(
-        workdir / "fp32" / f"{reference_plan.steps}-{reference_plan.scheduler}",
+        WorkFolder(workdir).fp32(reference_plan.steps, reference_plan.scheduler),
         profile_dir / "reference",
         len(evalset.prompts),
     )
-    budget = time_budget if time_budget is not None else attrs.get("time_budget", {})
+    budget = time_budget if time_budget is not None else view.time_budget()
     timed_reference = choice.timed(reference_plan, reference_metrics)
-    conditions = tune_conditions(attrs)
+    conditions = tune_conditions(view)
     if conditions is not None and choice.timing is not None:
         ratios = [
             after.latency_s / before.latency_s
@@ -142,15 +143,15 @@ def write_study_profile(
     profile = Profile(
         autoq_version=__version__,
         created=datetime.now(timezone.utc),
-        fingerprint=Fingerprint.model_validate(attrs["fingerprint"]),
-        model=ModelIdentity.model_validate(attrs["model"]),
-        constraints=constraints,
+        fingerprint=Fingerprint.model_validate(context.fingerprint),
+        model=ModelIdentity.model_validate(context.model),
+        constraints=context.constraints,
         quality_floor=choice.floor,
-        prompts=attrs["prompts"],
-        seeds=attrs["seeds"],
-        guidance_scale=attrs["guidance_scale"],
-        height=attrs.get("height"),
-        width=attrs.get("width"),
+        prompts=context.prompts,
+        seeds=context.seeds,
+        guidance_scale=context.guidance_scale,
+        height=context.height,
+        width=context.width,
         reference=Tier(
             name="reference",
             plan=reference_plan,
@@ -161,14 +162,14 @@ def write_study_profile(
         study=StudyInfo(
             storage=redact(storage),
             study_name=study.study_name,
-            sampler=attrs["sampler"],
-            seed=attrs["seed"],
+            sampler=context.sampler,
+            seed=context.seed,
             trials_completed=sum(1 for t in trials if t.state == TrialState.COMPLETE),
             trials_failed=sum(1 for t in trials if t.state == TrialState.FAIL),
             trials_pruned=sum(1 for t in trials if t.state == TrialState.PRUNED),
-            timeout_s=budget.get("seconds"),
-            left_out=budget.get("cuts", []),
-            tiers_asked=attrs["tiers"],
+            timeout_s=budget.seconds,
+            left_out=budget.cuts,
+            tiers_asked=context.tiers,
         ),
         trials=trial_points(study, choice.feasible),
         conditions=conditions,
@@ -197,11 +198,12 @@ def trial_points(study: optuna.Study, feasible: set[int]) -> list[TrialPoint]:
     for t in study.get_trials(deepcopy=False):
         if t.state.name == "WAITING":  # queued for a later run (a corner over the budget)
             continue
-        raw_plan = t.user_attrs.get("plan")
+        record = TrialRecord(t)
+        raw_plan = record.plan_json()
         assessed = by_plan.get(_plan_json_key(raw_plan)) if raw_plan else None
         m = assessed.metrics if assessed is not None else None
-        reason = t.user_attrs.get("pruned") or t.user_attrs.get("error")
-        if t.user_attrs.get("interrupted"):
+        reason = record.pruned() or record.error()
+        if record.interrupted():
             reason = reason or "interrupted"
         points.append(
             TrialPoint(
@@ -211,7 +213,7 @@ def trial_points(study: optuna.Study, feasible: set[int]) -> list[TrialPoint]:
                 clip_score=m.clip_score if m else None,
                 clip_ci=m.clip_ci if m else None,
                 n_images=m.n_images if m else 0,
-                scores=list(assessed.evidence["scores"]) if assessed else [],
+                scores=list(assessed.evidence.scores) if assessed else [],
                 latency_s=m.latency_s if m else None,
                 peak_memory_bytes=m.peak_memory_bytes if m else None,
                 feasible=assessed is not None and assessed.trial.number in feasible,
@@ -254,8 +256,9 @@ def export_profile(storage: str, study_name: str, profiles_dir: Path) -> TuneRes
         raise ConfigError(
             f"No study {study_name!r} in {redact(storage)}; studies: {names}."
         ) from None
-    fid = study.user_attrs.get("fingerprint", {}).get("fingerprint_id", "unknown")
+    view = StudyRecord(study).snapshot()
+    fid = view.fingerprint_id()
     slug = study.study_name if not fid or fid in study.study_name else f"{study.study_name}-{fid}"
-    workdir = Path(study.user_attrs.get("workdir", profiles_dir / slug))
+    workdir = Path(view.workdir() or profiles_dir / slug)
     path, profile = write_study_profile(study, storage, workdir, profiles_dir / f"{slug}.json")
     return TuneResult(path, profile, interrupted=False)

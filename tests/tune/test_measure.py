@@ -9,18 +9,10 @@ import pytest
 
 from autoq.pipeline import PipelinePlan
 from autoq.profile import Constraints, Metrics
-from autoq.tune._evaluate import (
-    SIDE_BY_SIDE,
-    Assessed,
-    Choice,
-    _plan_key,
-    choose_among,
-    finalists,
-    tier_constraints,
-    tier_curve,
-    tune_conditions,
-)
+from autoq.tune._choice import Choice, choose_among, finalists, tier_constraints
+from autoq.tune._evidence import Assessed, tier_curve, tune_conditions
 from autoq.tune._measure import EvalSet, TooSlowError, run_images, summarize
+from autoq.tune._record import StudyContext, StudyView, plan_key
 from autoq.tune._tiers import Chosen
 
 PROMPTS = [f"prompt {i}" for i in range(16)]
@@ -81,6 +73,33 @@ def test_an_fp32_plan_is_its_own_baseline_and_the_reference_changes_nothing() ->
 def test_fewer_fp32_scores_than_plan_scores_are_refused() -> None:
     with pytest.raises(ValueError, match="fp32 scores"):
         _summary(BASE, fp32=BASE[:3])
+
+
+FP32 = PipelinePlan(precisions=dict.fromkeys(("unet", "text_encoder", "vae"), "fp32"), steps=30)
+
+
+def _view(reference_scores=(70.0,), reference_clip=70.0, reference_plan=FP32, **attrs) -> StudyView:
+    """A study's record as a tune on `PROMPTS` with the given reference leaves it."""
+    context = StudyContext(
+        fingerprint={},
+        model={},
+        constraints=Constraints(),
+        prompts=PROMPTS,
+        seeds=[0, 1],
+        screen=6,
+        full=32,
+        guidance_scale=5.0,
+        tiers=3,
+        sampler="tpe",
+        seed=0,
+    )
+    metrics = _assessed(0, reference_clip, 0, 1.0, 48).metrics
+    reference = {
+        "plan": reference_plan.model_dump(mode="json"),
+        "evidence": {"scores": list(reference_scores)},
+        "metrics": metrics.model_dump(mode="json"),
+    }
+    return StudyView({**context.model_dump(mode="json"), "reference": reference, **attrs})
 
 
 def _assessed(
@@ -175,15 +194,15 @@ def test_step_curve_is_ascending_and_min_steps_keeps_to_the_floor() -> None:
         precisions={"unet": "bnb_nf4", "text_encoder": "fp32", "vae": "fp32"}, steps=20
     )
     reference = [70.0 + (i % 4) for i in range(16)]
-    key = f"curve:{_plan_key(plan)}"
-    attrs = {
-        "prompts": PROMPTS,
-        "seeds": [0],
-        "screen": 6,
-        "reference": {"evidence": {"scores": reference}, "metrics": {"clip_score": 71.5}},
-        f"{key}:10": {"steps": 10, "scores": [r - 1 for r in reference], "seconds": [0.2]},
-        f"{key}:5": {"steps": 5, "scores": [r - 20 for r in reference], "seconds": [0.1]},
-    }
+    key = f"curve:{plan_key(plan)}"
+    attrs = _view(
+        reference,
+        71.5,
+        **{
+            f"{key}:10": {"steps": 10, "scores": [r - 1 for r in reference], "seconds": [0.2]},
+            f"{key}:5": {"steps": 5, "scores": [r - 20 for r in reference], "seconds": [0.1]},
+        },
+    )
     own = _assessed(0, 71.0, 1, 0.4, 30).metrics
     chosen = Chosen(Assessed(0, plan, own, {}), own)  # type: ignore[arg-type]
     curve, min_steps = tier_curve(attrs, chosen, tier_constraints(Constraints()))
@@ -197,8 +216,8 @@ def test_step_curve_is_ascending_and_min_steps_keeps_to_the_floor() -> None:
         Constraints(),
         None,
         set(),
-        timing={_plan_key(plan): {"20": [0.4]}},
-        dial={_plan_key(plan): {"20": [0.8], "10": [0.6, 1.0], "5": [0.4]}},
+        timing={plan_key(plan): {"20": [0.4]}},
+        dial={plan_key(plan): {"20": [0.8], "10": [0.6, 1.0], "5": [0.4]}},
     )
     dial = choice.step_dial(plan)
     assert dial == {20: [0.4], 10: [0.3, 0.5], 5: [0.2]}
@@ -217,17 +236,8 @@ def _raced(steps: int, clip: float, latency: float) -> Assessed:
 
 def test_tiers_are_chosen_on_the_side_by_side_latencies() -> None:
     best, early, late = _raced(15, 74, 0.50), _raced(10, 70, 0.30), _raced(12, 70, 0.40)
-    reference = PipelinePlan(
-        precisions=dict.fromkeys(("unet", "text_encoder", "vae"), "fp32"), steps=30
-    )
-    attrs = {
-        "constraints": Constraints().model_dump(),
-        "prompts": PROMPTS,
-        "seeds": [0, 1],
-        "screen": 6,
-        "full": 32,
-        "reference": {"plan": reference.model_dump(mode="json"), "metrics": {"clip_score": 70.0}},
-    }
+    reference = FP32
+    attrs = _view()
     plans = [best, early, late]
 
     def fastest(choice: Choice) -> Assessed:
@@ -238,18 +248,18 @@ def test_tiers_are_chosen_on_the_side_by_side_latencies() -> None:
     assert fastest(choose_among(attrs, plans, 3)) is early
     # Timed side by side, `late` is the faster one.
     line_up = {
-        _plan_key(reference): {"30": [1.0, 1.0]},
-        _plan_key(best.plan): {"15": [0.50, 0.52]},
-        _plan_key(early.plan): {"10": [0.40, 0.42]},
-        _plan_key(late.plan): {"12": [0.30, 0.31]},
+        plan_key(reference): {"30": [1.0, 1.0]},
+        plan_key(best.plan): {"15": [0.50, 0.52]},
+        plan_key(early.plan): {"10": [0.40, 0.42]},
+        plan_key(late.plan): {"12": [0.30, 0.31]},
     }
-    choice = choose_among({**attrs, SIDE_BY_SIDE: line_up}, plans, 3)
+    choice = choose_among(_view(side_by_side=line_up), plans, 3)
     assert choice.timing == line_up
     assert fastest(choice) is late
     assert {c.item.trial.number: c.metrics.latency_s for c in choice.tiers}[12] == 0.305
     # A line-up missing a candidate (a rerun raced a new plan since) is not used at all.
-    partial_line_up = {k: v for k, v in line_up.items() if k != _plan_key(late.plan)}
-    stale = choose_among({**attrs, SIDE_BY_SIDE: partial_line_up}, plans, 3)
+    partial_line_up = {k: v for k, v in line_up.items() if k != plan_key(late.plan)}
+    stale = choose_among(_view(side_by_side=partial_line_up), plans, 3)
     assert stale.timing is None
     assert fastest(stale) is early
 
@@ -296,11 +306,12 @@ def test_side_by_side_timing_cancels_a_drifting_machine() -> None:
 
 def test_machine_counts_as_busy_when_others_take_cores() -> None:
     def conditions(load: list[float]):
-        return tune_conditions({"conditions": {"torch_threads": 2, "cpu_count": 2, "load": load}})
+        raw = {"torch_threads": 2, "cpu_count": 2, "load": load}
+        return tune_conditions(StudyView({"conditions": raw}))
 
     assert not conditions([2.0, 2.2]).busy  # the tune's own two threads
     assert conditions([4.0, 5.0]).busy
-    assert tune_conditions({}) is None
+    assert tune_conditions(StudyView({})) is None
 
 
 @pytest.fixture(scope="module")
@@ -432,7 +443,7 @@ def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path, ca
 
 def test_borderline_plans_that_would_widen_the_span_go_to_the_deep_set() -> None:
     from autoq.profile import Constraints
-    from autoq.tune._evaluate import borderline_corners
+    from autoq.tune._choice import borderline_corners
 
     sure = _assessed(0, 70, 2, 1.0, 40)  # change to the reference [-2, 2]: within 10%
     small = _assessed(1, 66, 5, 1.2, 20)  # [-9, 1]: the floor (-7) undecided, smallest
@@ -449,11 +460,11 @@ def test_borderline_plans_that_would_widen_the_span_go_to_the_deep_set() -> None
 
 
 def test_a_deadline_starts_no_work_that_would_not_end_in_time(monkeypatch) -> None:
-    from autoq.tune import _evaluate
+    from autoq.tune import _budget
 
     clock = {"now": 100.0}
-    monkeypatch.setattr(_evaluate.time, "monotonic", lambda: clock["now"])
-    deadline = _evaluate.Deadline.after(10.0)
+    monkeypatch.setattr(_budget.time, "monotonic", lambda: clock["now"])
+    deadline = _budget.Deadline.after(10.0)
     told = []
     deadline.progress = lambda *state: told.append(state)
     done = []
@@ -468,7 +479,7 @@ def test_a_deadline_starts_no_work_that_would_not_end_in_time(monkeypatch) -> No
     assert deadline.allows(6.0) and not earlier.allows(6.0) and earlier.allows(4.0)
     earlier.cut("x")
     assert deadline.cuts[-1] == "x"  # one record of what was left out
-    unbounded = _evaluate.Deadline()
+    unbounded = _budget.Deadline()
     assert list(unbounded.each("phase", ["a", "b"], str)) == ["a", "b"]
     assert unbounded.cuts == []
 

@@ -267,10 +267,10 @@ def test_a_baseline_trial_is_a_twin_source_and_never_counts() -> None:
 
     s = study()
     fp32 = PipelinePlan(precisions={"unet": "fp32", "vae": "fp32"}, steps=4)
-    assert add_baseline(s, SPACE, fp32, (40.0, 4.0, 64.0), {"memory": 0.0}, {"evidence": {}})
-    assert not add_baseline(s, SPACE, fp32, (40.0, 4.0, 64.0), {}, {})  # the study has it
+    assert add_baseline(s, SPACE, fp32, (40.0, 4.0, 64.0), {"memory": 0.0}, None)
+    assert not add_baseline(s, SPACE, fp32, (40.0, 4.0, 64.0), {}, None)  # the study has it
     off_grid = fp32.model_copy(update={"steps": 5})
-    assert not add_baseline(s, SPACE, off_grid, (40.0, 4.0, 64.0), {}, {})
+    assert not add_baseline(s, SPACE, off_grid, (40.0, 4.0, 64.0), {}, None)
     (added,) = s.trials
     assert (outcome(added), counted(s.trials), added.constraints) == (
         "baseline",

@@ -12,7 +12,9 @@ from optuna.trial import TrialState
 from autoq.errors import ConfigError
 from autoq.profile import read_profile, write_report
 from autoq.tune import _objective, export_profile, tune
-from autoq.tune._evaluate import _candidates, assess
+from autoq.tune._choice import candidates as tier_candidates
+from autoq.tune._evidence import assess
+from autoq.tune._record import StudyRecord, TimeBudget, plan_key
 from autoq.tune._search import outcome
 from autoq.tune._write import write_study_profile
 from tests.tune.conftest import fast_config
@@ -58,24 +60,24 @@ def test_profile_has_ordered_tiers_within_constraints(tuned) -> None:
 
 @pytest.mark.slow
 def test_tiers_are_chosen_on_latencies_timed_side_by_side(tuned) -> None:
-    from autoq.tune._evaluate import SIDE_BY_SIDE, STEP_DIAL, _plan_key
     from autoq.tune._measure import SIDE_BY_SIDE_REPEATS
 
     result, _ = tuned
     profile = result.profile
     study = optuna.load_study(study_name=profile.study.study_name, storage=_db(result.path.parent))
-    timing, dial = study.user_attrs[SIDE_BY_SIDE], study.user_attrs[STEP_DIAL]
-    candidates, _, _ = _candidates(study.user_attrs, assess(study))  # the plans tiers came from
+    record = StudyRecord(study)
+    timing, dial = record.side_by_side(), record.step_dial()
+    candidates, _, _ = tier_candidates(record, assess(study))  # the plans tiers came from
     assert {t.trial for t in profile.tiers} <= {a.trial.number for a in candidates}
     for plan in [profile.reference.plan, *(a.plan for a in candidates)]:  # all lined up
-        assert len(timing[_plan_key(plan)][str(plan.steps)]) == 2 * SIDE_BY_SIDE_REPEATS
+        assert len(timing[plan_key(plan)][str(plan.steps)]) == 2 * SIDE_BY_SIDE_REPEATS
     for tier in [profile.reference, *profile.tiers]:
-        own = timing[_plan_key(tier.plan)][str(tier.plan.steps)]
+        own = timing[plan_key(tier.plan)][str(tier.plan.steps)]
         assert tier.metrics.latency_s == statistics.median(own)
         if not tier.steps_curve:
             continue
         # The step dial's points: timed beside the tier's own steps, on the line-up's scale.
-        dialled = dial[_plan_key(tier.plan)]
+        dialled = dial[plan_key(tier.plan)]
         scale = statistics.median(own) / statistics.median(dialled[str(tier.plan.steps)])
         for point in tier.steps_curve:
             expected = statistics.median(t * scale for t in dialled[str(point.steps)])
@@ -89,18 +91,16 @@ def test_tiers_are_chosen_on_latencies_timed_side_by_side(tuned) -> None:
 
 @pytest.mark.slow
 def test_no_plan_is_measured_under_a_scheduler_that_stands_for_another(tuned) -> None:
-    from autoq.tune._evaluate import SCHEDULER_ALIASES
-
     result, _ = tuned
     study = optuna.load_study(
         study_name=result.profile.study.study_name, storage=_db(result.path.parent)
     )
-    aliases = study.user_attrs[SCHEDULER_ALIASES]
+    aliases = StudyRecord(study).scheduler_aliases()
     assert {a for per_steps in aliases.values() for s, a in per_steps.items() if s != a}
     for trial in study.trials:
         if "plan" in trial.user_attrs:
             plan = trial.user_attrs["plan"]
-            assert aliases[str(plan["steps"])][plan["scheduler"]] == plan["scheduler"]
+            assert aliases[plan["steps"]][plan["scheduler"]] == plan["scheduler"]
 
 
 @pytest.mark.slow
@@ -242,7 +242,7 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(
     count = len(done.profile.tiers)
     assert ("step curves", count, count) in phases
     study = optuna.load_study(study_name=done.profile.study.study_name, storage=_db(tmp_path))
-    candidates, _, _ = _candidates(study.user_attrs, assess(study))
+    candidates, _, _ = tier_candidates(StudyRecord(study), assess(study))
     plans = [done.profile.reference.plan, *(a.plan for a in candidates)]
     line_up = 2 * len({p.model_dump_json() for p in plans})  # two passes per plan
     assert ("side-by-side timing", line_up, line_up) in phases
@@ -263,16 +263,16 @@ def test_a_time_budget_says_what_it_left_out_and_a_rerun_finishes_it(
     # Workers sharing a study each write what their own budget left out; the study keeps
     # the last run's record, which an export reads.
     workdir = Path(study.user_attrs["workdir"])
-    mine = {"seconds": 1.0, "cuts": ["racing: 1 of 2 plans not raced to 4 images"]}
+    mine = TimeBudget(seconds=1.0, cuts=["racing: 1 of 2 plans not raced to 4 images"])
     _, worker = write_study_profile(study, _db(tmp_path), workdir, tmp_path / "w.json", mine)
-    assert worker.study.left_out == mine["cuts"] and worker.study.timeout_s == 1.0
+    assert worker.study.left_out == mine.cuts and worker.study.timeout_s == 1.0
     exported = export_profile(_db(tmp_path), study.study_name, tmp_path / "x")
     assert exported.profile.study.left_out == []
 
 
 @pytest.mark.slow
 def test_a_race_cut_short_takes_the_tiers_from_the_raced_plans(tmp_path: Path, monkeypatch) -> None:
-    from autoq.tune import _evaluate
+    from autoq.tune import _budget
 
     checks = {"n": 0}
 
@@ -280,7 +280,7 @@ def test_a_race_cut_short_takes_the_tiers_from_the_raced_plans(tmp_path: Path, m
         checks["n"] += 1
         return checks["n"] == 1
 
-    monkeypatch.setattr(_evaluate.Deadline, "allows", allows)
+    monkeypatch.setattr(_budget.Deadline, "allows", allows)
     config = fast_config(
         tmp_path, trials=4, max_clip_drop_pct=40, precisions=("fp32", "ao_int8wo", "bnb_nf4")
     )
@@ -340,7 +340,6 @@ def _db(folder: Path) -> str:
 
 @pytest.mark.slow
 def test_fp32_baselines_become_trials_that_do_not_count(tuned) -> None:
-    from autoq.tune._evaluate import assess
     from autoq.tune._search import counted
 
     result, _ = tuned
