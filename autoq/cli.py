@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -162,15 +163,20 @@ def tune(
         None, help="Hub id, pipeline folder or zoo:NAME (default: the embedded shapes model)."
     ),
     scorer: str | None = typer.Option(None, help="CLIPModel folder or hub id for CLIP scores."),
-    max_memory: str | None = typer.Option(None, help="Peak memory limit, e.g. 6GB or 512MiB."),
-    max_latency: float | None = typer.Option(None, help="Latency limit per image, seconds."),
+    max_memory_bytes: str | None = typer.Option(
+        None, "--max-memory", help="Peak memory limit, e.g. 6GB or 512MiB."
+    ),
+    max_latency_s: float | None = typer.Option(
+        None, "--max-latency", help="Latency limit per image, seconds."
+    ),
     min_clip_score: float | None = typer.Option(None, help="Absolute CLIP-score floor."),
-    max_clip_drop: float | None = typer.Option(
-        None, help="Largest CLIP-score drop vs the fp32 reference, in percent."
+    max_clip_drop_pct: float | None = typer.Option(
+        None, "--max-clip-drop", help="Largest CLIP-score drop vs the fp32 reference, in percent."
     ),
     trials: int = typer.Option(30, help="Trials in the study (a re-run resumes up to this)."),
-    timeout: float | None = typer.Option(
+    timeout_s: float | None = typer.Option(
         None,
+        "--timeout",
         help="Time budget of the whole tune, SECONDS (default: 10 minutes; 0: none): the "
         "search gets half of it, racing, timing and step curves the rest; what does not fit "
         "is left out (the profile says what) and a re-run finishes it.",
@@ -183,7 +189,9 @@ def tune(
     storage: str | None = typer.Option(
         None, help="Optuna storage URL (default: SQLite in the profiles dir)."
     ),
-    study: str | None = typer.Option(None, help="Study name (default: <model>-<fingerprint>)."),
+    study_name: str | None = typer.Option(
+        None, "--study", help="Study name (default: <model>-<fingerprint>)."
+    ),
     prompts: str | None = typer.Option(None, help="Text file, one prompt per line."),
     n_prompts: int = typer.Option(6, help="Images every trial is screened on (one per prompt)."),
     eval_images: int = typer.Option(
@@ -226,41 +234,14 @@ def tune(
     SIGINT (Ctrl-C) and SIGTERM write the profile from the trials done and exit 130 / 143;
     a re-run resumes the study.
     """
+    options = dict(locals())  # every option but --report is a `TuneConfig` field
+    del options["html"]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autoq.tune import DEFAULT_TIMEOUT_S, TuneConfig, parse_size, read_prompts
+    from autoq.tune import TuneConfig
     from autoq.tune import tune as run_tune
 
-    config = TuneConfig.create(
-        model=model,
-        scorer=scorer,
-        max_memory_bytes=parse_size(max_memory) if max_memory is not None else None,
-        max_latency_s=max_latency,
-        min_clip_score=min_clip_score,
-        max_clip_drop_pct=max_clip_drop,
-        trials=trials,
-        timeout_s=_time_budget(timeout, DEFAULT_TIMEOUT_S),
-        sampler=sampler,
-        storage=storage,
-        study_name=study,
-        prompts=read_prompts(prompts) if prompts is not None else None,
-        n_prompts=n_prompts,
-        eval_images=eval_images,
-        profiles_dir=profiles_dir,
-        tiers=tiers,
-        seed=seed,
-        steps=_range(steps) if steps is not None else None,
-        step_size=step_size,
-        precisions=_csv(precisions),
-        schedulers=_csv(schedulers),
-        protect=protect,
-        executions=_csv(executions),
-        memory_tools=_csv(memory_tools) or (),
-        height=height,
-        width=width,
-        guidance_scale=guidance_scale,
-        device=device,
-    )
+    config = TuneConfig.create(**_tune_config_values(dict(options)))
     err = err_console
     progress = Progress(
         TextColumn("[bold]tune[/]"),
@@ -314,6 +295,33 @@ def _signal_exit(signal_name: str) -> int:
     import signal
 
     return 128 + int(signal.Signals[signal_name])
+
+
+def _tune_config_values(options: dict[str, Any]) -> dict[str, Any]:
+    """`autoq tune`'s options as `TuneConfig` fields: each option is the field of its
+    name, the ones given as text parsed (sizes, step ranges, lists, the prompts file)."""
+    from autoq.tune import DEFAULT_TIMEOUT_S, parse_size, read_prompts
+
+    parsers: dict[str, Callable[[Any], Any]] = {
+        "max_memory_bytes": parse_size,
+        "prompts": read_prompts,
+        "steps": _range,
+        "precisions": _csv,
+        "schedulers": _csv,
+        "executions": _csv,
+        "memory_tools": _csv,
+    }
+    values = {  # an option not given leaves the field at its default
+        name: parsers.get(name, _same)(value) if value is not None else None
+        for name, value in options.items()
+    }
+    values = {name: value for name, value in values.items() if value is not None}
+    values["timeout_s"] = _time_budget(options["timeout_s"], DEFAULT_TIMEOUT_S)
+    return values
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _csv(text: str | None) -> tuple[str, ...] | None:

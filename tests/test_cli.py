@@ -250,3 +250,42 @@ def test_piped_tables_keep_their_rows_whole(tmp_path) -> None:
         command, capture_output=True, text=True, env={**env, "COLUMNS": "80"}, check=True
     )
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+
+
+def test_tune_options_are_the_tune_config_fields(tmp_path, monkeypatch, capsys) -> None:
+    """Each `autoq tune` option is the `TuneConfig` field of its name, so a new field is
+    a new option; the ones given as text arrive parsed."""
+    import inspect
+
+    from autoq import cli
+    from autoq.tune import DEFAULT_TIMEOUT_S, TuneConfig
+
+    options = set(inspect.signature(cli.tune).parameters) - {"html"}  # --report: the CLI's
+    assert options == set(TuneConfig.model_fields) - {"cache_bytes"}  # cache_bytes: tests'
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    seen: list[TuneConfig] = []
+
+    def stop(config: TuneConfig, **_kwargs: object) -> None:
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("autoq.tune.tune", stop)
+    args = ["tune", "--max-memory", "2GiB", "--steps", "4:8", "--precisions", "fp32, bf16"]
+    args += ["--prompts", str(prompts), "--study", "s", "--max-clip-drop", "5"]
+    code, _, _ = _run_main([*args, "--profiles-dir", str(tmp_path)], monkeypatch, capsys)
+    assert code == 130  # stopped before a profile: as a SIGINT would
+    (config,) = seen
+    assert (config.max_memory_bytes, config.steps, config.precisions) == (
+        2 * 2**30,
+        (4, 8),
+        ("fp32", "bf16"),
+    )
+    assert (config.prompts, config.study_name) == (("a red circle", "a blue square"), "s")
+    assert (config.max_clip_drop_pct, config.timeout_s, config.memory_tools) == (
+        5.0,
+        DEFAULT_TIMEOUT_S,
+        (),
+    )
+    _run_main(["tune", "--timeout", "0", "--profiles-dir", str(tmp_path)], monkeypatch, capsys)
+    assert seen[-1].timeout_s is None and seen[-1].trials == TuneConfig().trials
