@@ -55,7 +55,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/load.py load
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/load.py squeeze
 
-# On a CUDA machine, after the README's GPU install (CUDA torch in .venv or on PATH).
+# On a CUDA machine, after the GPU install in docs/contributing.md (CUDA torch in .venv or on PATH).
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 gpu-check:
 	$(GPU_PYTHON) benchmarks/gpu_check.py --out benchmarks/results/gpu_check.txt

@@ -2,8 +2,8 @@
 
     python benchmarks/gpu_check.py [--device cuda:0] [--out benchmarks/results/gpu_check.txt]
 
-On a CUDA machine (README: GPU install) it runs, each step with its own time limit so the
-whole check stays under 8 minutes:
+On a CUDA machine (docs/contributing.md: GPU install) it runs, each step with its own time limit
+so the whole check stays under 8 minutes:
 
 1. ``autoq backends --device cuda:0 --refresh``: every precision probed on the GPU;
 2. the backend contract suite on the GPU (``AUTOQ_TEST_DEVICE=cuda:0 pytest tests/backends``);
@@ -185,7 +185,7 @@ def main() -> int:
         print(
             f"gpu-check: no CUDA device here (torch {torch.__version__}, "
             "torch.cuda.is_available() is False); run it on a CUDA machine with a CUDA "
-            "build of torch (README: GPU install).",
+            "build of torch (docs/contributing.md: GPU install).",
             file=sys.stderr,
         )
         return 2

@@ -35,7 +35,8 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
         if (resolved.index or 0) >= count:
             raise ConfigError(
                 f"Device {device!r} is not available: this machine has {count} CUDA device(s). "
-                "Use --device cpu, or install a CUDA build of torch (README: GPU install)."
+                "Use --device cpu, or install a CUDA build of torch "
+                "(docs/contributing.md: GPU install)."
             )
     return resolved
 

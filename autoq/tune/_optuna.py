@@ -52,7 +52,7 @@ def sampler(name: str, seed: int, trials: int, space: SearchSpace) -> optuna.sam
         # The default: the GP exploits its model on even trials, TPE keeps exploring every
         # dimension (steps included) on odd ones. On `benchmarks/tune.py samplers`' grid
         # shaped like the default space: 0.989 of its hypervolume with 20% of its plans,
-        # TPE alone 0.973 (README: "Measured: tuning the shapes model").
+        # TPE alone 0.973 (docs/benchmarks.md: "Measured: tuning the shapes model").
         return Alternating([
             optuna.samplers.GPSampler(seed=seed, n_startup_trials=2),
             sampler("tpe", seed, trials, space),
