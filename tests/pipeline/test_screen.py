@@ -65,13 +65,14 @@ def shapes_pipe() -> Any:
 
 
 def _builder(pipe: Any, slow: dict[str, float], calls: list[str], only: str | None = None) -> Any:
-    """Builds like the screen does; ``slow[precision]`` seconds are slept before every
+    """Builds a copy of the fp32 component for every precision, so each runs at this
+    machine's fp32 speed whatever its kernels for the real dtype are (bf16 without
+    AVX512-BF16 is many times slower); ``slow[precision]`` seconds are slept before every
     submodule call of that precision (a dtype without fast kernels) on component ``only``
-    (default: all), and counted."""
-    from autoq.backends import apply_precision
+    (default: all), and counted. Only the sleeps can hit a time bound."""
 
     def build(component: str, precision: str, protect: tuple[str, ...]) -> torch.nn.Module:
-        module = apply_precision(copy.deepcopy(getattr(pipe, component)), precision)
+        module = copy.deepcopy(getattr(pipe, component))
         if precision in slow and only in (None, component):
 
             def crawl(_module: torch.nn.Module, _args: Any) -> None:
