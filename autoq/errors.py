@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "AutoqError",
     "BackendError",
@@ -9,6 +11,7 @@ __all__ = [
     "ModelMismatchError",
     "ModelNotFoundError",
     "OutOfMemoryError",
+    "OverloadedError",
     "PrecisionUnavailableError",
     "ProfileMismatchError",
     "UnknownPrecisionError",
@@ -57,3 +60,20 @@ class ProfileMismatchError(AutoqError):
 
 class OutOfMemoryError(AutoqError):
     """Every tier ran out of memory for a request."""
+
+
+class OverloadedError(AutoqError):
+    """A request was refused at once: the queue is full (``reason`` ``"queue_full"``),
+    or no tier can finish it within the latency objective, even alone (``"cost"``) or at
+    this load (``"slo"``). ``retry_after_s`` is when trying again may succeed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: Literal["queue_full", "cost", "slo"],
+        retry_after_s: float,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s

@@ -1,6 +1,7 @@
 """The adaptive runtime: serve a profile's tiers, switching as conditions change."""
 
 from autoq.runtime._cost import TierView, predict_latency, tier_views
+from autoq.runtime._dispatch import Dispatcher
 from autoq.runtime._metrics import LatencyReservoir, RuntimeMetrics
 from autoq.runtime._pipeline import AdaptivePipeline, is_out_of_memory
 from autoq.runtime._policy import Decision, DefaultPolicy, Policy, RequestShape
@@ -10,6 +11,7 @@ __all__ = [
     "AdaptivePipeline",
     "Decision",
     "DefaultPolicy",
+    "Dispatcher",
     "LatencyReservoir",
     "Policy",
     "RequestShape",

@@ -1,11 +1,10 @@
 """`create_app`: the adaptive runtime behind FastAPI, with admission control and metrics.
 
-Generation runs off the event loop in a bounded thread pool. A request is admitted only
-if some tier can finish it within the SLO at its own size and steps behind the requests
-already admitted (the runtime's cost model, `AdaptivePipeline.predict`); otherwise, or
-when the queue is full, it gets 503 with ``Retry-After`` at once. A queued request whose
-client disconnects is dropped before it starts. Everything else ends in 200 or a
-deliberate 4xx.
+The routes are a thin adapter over `autoq.runtime.Dispatcher`, which admits, queues and
+dispatches requests: a request some tier cannot finish within the SLO behind the ones
+already admitted, or one that finds the queue full, gets 503 with ``Retry-After`` at
+once. A queued request whose client disconnects is dropped before it starts. Everything
+else ends in 200 or a deliberate 4xx.
 """
 
 from __future__ import annotations
@@ -16,10 +15,8 @@ import contextlib
 import hmac
 import io
 import math
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +27,13 @@ from starlette.datastructures import Headers
 
 from autoq._logging import get_logger
 from autoq._version import __version__
-from autoq.errors import AutoqError, ConfigError, OutOfMemoryError, ProfileMismatchError
+from autoq.errors import (
+    AutoqError,
+    ConfigError,
+    OutOfMemoryError,
+    OverloadedError,
+    ProfileMismatchError,
+)
 from autoq.serve._metrics import ServiceMetrics
 from autoq.serve._schema import GenerateRequest, GenerateResponse, TierInfo, TiersResponse
 
@@ -51,7 +54,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 def _status(exc: AutoqError) -> int:
-    if isinstance(exc, OutOfMemoryError):
+    if isinstance(exc, OutOfMemoryError | OverloadedError):
         return 503
     if isinstance(exc, ConfigError | ProfileMismatchError):
         return 422
@@ -196,19 +199,16 @@ def create_app(
     Raises:
         ConfigError: A limit is not positive, or the API key is not printable ASCII.
     """
-    from autoq.runtime import AdaptivePipeline, DefaultPolicy
+    from autoq.runtime import AdaptivePipeline, DefaultPolicy, Dispatcher
 
+    Dispatcher.check_limits(max_queue=max_queue, slo_s=slo_s, workers=workers)
     for name, value in (
-        ("max_queue", max_queue),
-        ("workers", workers),
         ("max_body_bytes", max_body_bytes),
         ("body_timeout_s", body_timeout_s),
         ("max_batch", max_batch),
     ):
         if value <= 0:
             raise ConfigError(f"{name} must be positive, but got {value}.")
-    if slo_s is not None and slo_s <= 0:
-        raise ConfigError(f"slo_s must be positive, but got {slo_s}.")
     if api_key is not None:
         validate_api_key(api_key)
     if allow_mismatch:
@@ -226,39 +226,18 @@ def create_app(
             allow_mismatch=allow_mismatch,
         )
     )
-    lock = threading.Lock()
-    pending = {"n": 0}  # admitted requests not yet answered: queued + generating
-
-    running = workers * pipe.max_batch  # a batch's requests run together
-
-    def queued() -> int:
-        return max(pending["n"] - running, 0)
-
-    pipe.set_queue_source(queued)
-    metrics = ServiceMetrics(pipe, lambda: pending["n"])
+    dispatcher = Dispatcher(pipe, max_queue=max_queue, slo_s=slo_s, workers=workers)
+    metrics = ServiceMetrics(pipe, lambda: dispatcher.pending)
     names = [t.name for t in pipe.tiers]
-    default_side = max(pipe.default_size)
-
-    pool: dict[str, ThreadPoolExecutor] = {}
-
-    def executor() -> ThreadPoolExecutor:
-        # One pool per serving lifetime: a server (or test client) may start the app again.
-        if "pool" not in pool:
-            # A thread per request that may run at once: those a batch gathers wait in it.
-            pool["pool"] = ThreadPoolExecutor(max_workers=running, thread_name_prefix="autoq-gen")
-        return pool["pool"]
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Warm in the background: /healthz answers at once, /readyz once warm.
         built = [t.name for t in pipe.tiers if t.metrics.build_s is not None]
         tiers = names if warm_all else list(dict.fromkeys([pipe.tier.name, *built]))
-        warming = executor().submit(pipe.warm, tiers)
-        warming.add_done_callback(_log_warm_failure)
+        dispatcher.warm(tiers).add_done_callback(_log_warm_failure)
         yield
-        running = pool.pop("pool", None)
-        if running is not None:
-            running.shutdown(wait=False, cancel_futures=True)
+        dispatcher.shutdown()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -267,6 +246,7 @@ def create_app(
         description="Text-to-image generation that adapts its quantization tier to load.",
     )
     app.state.pipe = pipe
+    app.state.dispatcher = dispatcher
     app.state.metrics = metrics
     # The last added runs first: the guard, then the body deadline, then the routes.
     app.add_middleware(_BodyDeadline, timeout_s=body_timeout_s, max_bytes=max_body_bytes)
@@ -319,53 +299,20 @@ def create_app(
 
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def reject(reason: str, retry_after: float, detail: str) -> JSONResponse:
-        metrics.rejections.labels(reason).inc()
-        metrics.requests.labels("none", "503").inc()
-        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
-        return JSONResponse({"detail": detail}, 503, headers=headers)
-
     @app.post("/generate", response_model=GenerateResponse)
     async def generate(body: GenerateRequest, request: Request) -> Any:
-        pipe.note_arrival()  # offered load, admitted or not: what the tiers must keep up with
-        if body.tier is not None and body.tier not in names:
-            return JSONResponse({"detail": f"Unknown tier {body.tier!r}; valid: {names}."}, 422)
-        for side in (body.width, body.height):
-            if side is not None and side > 4 * default_side:
-                return JSONResponse(
-                    {"detail": f"width/height at most {4 * default_side} for this model."}, 422
-                )
-
-        def predicted_after(ahead: int) -> float:
-            return pipe.predict(
-                steps=body.steps, height=body.height, width=body.width, tier=body.tier, ahead=ahead
-            )
-
-        with lock:
-            if queued() >= max_queue:
-                alone = predicted_after(0)
-                return reject(
-                    "queue_full",
-                    alone * (queued() / workers + 1),
-                    f"Queue full ({max_queue} waiting); retry later.",
-                )
-            predicted = predicted_after(pending["n"])
-            if slo_s is not None and predicted > slo_s:
-                alone = predicted_after(0)
-                if alone > slo_s:
-                    detail = (
-                        f"No tier can serve this request within the SLO: alone it would take "
-                        f"{alone:.2f}s > {slo_s:.2f}s; ask for fewer steps or a smaller size."
-                    )
-                    return reject("cost", alone, detail)
-                detail = (
-                    f"No tier can serve this request within the SLO at this load: "
-                    f"{predicted:.2f}s > {slo_s:.2f}s; retry later."
-                )
-                return reject("slo", predicted - slo_s, detail)
-            pending["n"] += 1
         start = time.perf_counter()
-        job = executor().submit(_run, pipe, body)
+        try:
+            job = dispatcher.submit(
+                body.prompt, tier=body.tier, steps=body.steps, height=body.height,
+                width=body.width, guidance_scale=body.guidance_scale,
+                negative_prompt=body.negative_prompt, seed=body.seed,
+            )  # fmt: skip
+        except OverloadedError as exc:
+            metrics.rejections.labels(exc.reason).inc()
+            metrics.requests.labels("none", "503").inc()
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+            return JSONResponse({"detail": str(exc)}, 503, headers=headers)
         # The body is read: the next ASGI message is the client's disconnect (or, once
         # the response is sent, the end of the exchange). Watch for it while queued.
         watcher = asyncio.ensure_future(request.receive())
@@ -386,8 +333,6 @@ def create_app(
             return JSONResponse({"detail": str(exc)}, 503, headers={"Retry-After": "5"})
         finally:
             watcher.cancel()
-            with lock:
-                pending["n"] -= 1
         seconds = time.perf_counter() - start
         metrics.requests.labels(out.tier, "200").inc()
         metrics.latency.labels(out.tier).observe(seconds)
@@ -408,22 +353,3 @@ def create_app(
 def _log_warm_failure(future: Any) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("warm_up_failed", error=str(future.exception())[:300])
-
-
-def _run(pipe: AdaptivePipeline, body: GenerateRequest) -> Any:
-    import torch
-
-    kwargs: dict[str, Any] = {}
-    if body.negative_prompt is not None:
-        kwargs["negative_prompt"] = body.negative_prompt
-    if body.width is not None:
-        kwargs["width"] = body.width
-    if body.height is not None:
-        kwargs["height"] = body.height
-    if body.steps is not None:
-        kwargs["num_inference_steps"] = body.steps
-    if body.guidance_scale is not None:
-        kwargs["guidance_scale"] = body.guidance_scale
-    if body.seed is not None:
-        kwargs["generator"] = torch.Generator("cpu").manual_seed(body.seed)
-    return pipe(body.prompt, tier=body.tier, **kwargs)

@@ -1,10 +1,12 @@
-"""A small hand-made profile of the shapes model: real plans, chosen metrics."""
+"""A small hand-made profile of the shapes model: real plans, chosen metrics; and the
+real runtime with generation replaced, for the layers above generation."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 import pytest
+from PIL import Image
 
 from autoq.device import fingerprint
 from autoq.pipeline import PipelinePlan
@@ -17,6 +19,7 @@ from autoq.profile import (
     StudyInfo,
     Tier,
 )
+from autoq.runtime import AdaptivePipeline, ScriptedMonitor, Signals
 
 MiB = 2**20
 
@@ -114,3 +117,36 @@ def make_profile(
 @pytest.fixture
 def profile() -> Profile:
     return make_profile()
+
+
+class _FakeOut:
+    def __init__(self, tier: str, steps: int) -> None:
+        self.images = [Image.new("RGB", (8, 8))]
+        self.tier = tier
+        self.steps = steps
+
+
+class InstantPipeline(AdaptivePipeline):
+    """The real runtime with generation replaced: for tests of what sits above it (the
+    dispatcher, the HTTP layer). Records the prompts it started and finished (``calls``);
+    waits on ``gate`` when one is set."""
+
+    calls: list[str]
+    gate = None
+
+    def __call__(self, prompt, *, tier=None, **kwargs):
+        self.started.append(prompt)
+        if self.gate is not None:
+            self.gate.wait(60)
+        self.calls.append(prompt)
+        return _FakeOut(tier or self.tier.name, kwargs.get("num_inference_steps", 2))
+
+    def warm(self, tiers=None) -> None:
+        self._ready.set()
+
+
+def instant_pipeline(size: tuple[int, int] = (256, 256)) -> InstantPipeline:
+    monitor = ScriptedMonitor([Signals(available_memory_bytes=10_000 * MiB)])
+    pipe = InstantPipeline.from_profile(make_profile(size=size), monitor=monitor, device="cpu")
+    pipe.calls, pipe.started = [], []
+    return pipe

@@ -18,7 +18,7 @@ from PIL import Image
 from autoq.errors import ConfigError
 from autoq.runtime import AdaptivePipeline, DefaultPolicy, ScriptedMonitor, Signals
 from autoq.serve import create_app
-from tests.runtime.conftest import MiB, make_profile
+from tests.runtime.conftest import MiB, instant_pipeline, make_profile
 
 
 def runtime(slo_s: float | None = None, workers: int = 1, **options) -> AdaptivePipeline:
@@ -258,38 +258,6 @@ def test_burst_beyond_the_queue_gets_only_200_and_503_and_moves_tiers_down() -> 
     assert all("Retry-After" in r.headers for r in responses if r.status_code == 503)
     served = [r.json()["tier"] for r in responses if r.status_code == 200]
     assert set(served) - {"quality"}, served  # the queue pushed requests to cheaper tiers
-
-
-class _FakeOut:
-    def __init__(self, tier: str, steps: int) -> None:
-        self.images = [Image.new("RGB", (8, 8))]
-        self.tier = tier
-        self.steps = steps
-
-
-class InstantPipeline(AdaptivePipeline):
-    """The real runtime with generation replaced: these tests are about the HTTP layer.
-    Records the prompts it started; waits on ``gate`` when one is set."""
-
-    calls: list[str]
-    gate = None
-
-    def __call__(self, prompt, *, tier=None, **kwargs):
-        self.started.append(prompt)
-        if self.gate is not None:
-            self.gate.wait(60)
-        self.calls.append(prompt)
-        return _FakeOut(tier or self.tier.name, kwargs.get("num_inference_steps", 2))
-
-    def warm(self, tiers=None) -> None:
-        self._ready.set()
-
-
-def instant_pipeline(size: tuple[int, int] = (256, 256)) -> InstantPipeline:
-    monitor = ScriptedMonitor([Signals(available_memory_bytes=10_000 * MiB)])
-    pipe = InstantPipeline.from_profile(make_profile(size=size), monitor=monitor, device="cpu")
-    pipe.calls, pipe.started = [], []
-    return pipe
 
 
 def instant_app():
