@@ -31,7 +31,7 @@ log = get_logger("autoq.tune")
 SEARCH_SHARE = 0.5
 """Under a time budget, the search may spend this share of what the reference left; the
 rest is for racing, the deep set, the side-by-side timing, the step curves and their
-timing (at the default settings they took 1.4-2.3x the search's time)."""
+timing, which at the default settings take longer than the search (docs/benchmarks.md)."""
 SEARCH_SHARE_NO_RACE = 0.9
 """The search's share when the rest could not race even one plan to the full set (a
 real-size model on a short budget): what racing would not use goes to more plans."""
