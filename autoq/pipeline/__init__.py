@@ -1,10 +1,19 @@
 """Pipelines built from plans: per-component precision, steps and scheduler, diffusers-native."""
 
-from autoq.pipeline._build import (
-    ComponentCache,
-    assemble,
+from autoq.pipeline._build import ComponentCache, assemble, module_components
+from autoq.pipeline._dimensions import (
+    MEMORY_TOOLS,
+    PROTECT_GROUPS,
+    SCHEDULERS,
+    Dimension,
+    ExecutionDimension,
+    MemoryDimension,
+    MemoryTool,
+    PrecisionDimension,
+    SchedulerDimension,
+    StepsDimension,
+    build_scheduler,
     compatible_schedulers,
-    module_components,
 )
 from autoq.pipeline._model import (
     LoadedModel,
@@ -17,27 +26,31 @@ from autoq.pipeline._model import (
     load_pipeline,
     pipeline_folder,
 )
-from autoq.pipeline._plan import (
-    MEMORY_TOOLS,
-    PLAN_VERSION,
-    SCHEDULERS,
-    ComponentKey,
-    PipelinePlan,
-)
+from autoq.pipeline._plan import PLAN_VERSION, ComponentKey, Draft, PipelinePlan
 from autoq.pipeline._screen import ScreenedOut, ScreenResult, capture_calls, screen
 
 __all__ = [
     "MEMORY_TOOLS",
     "PLAN_VERSION",
+    "PROTECT_GROUPS",
     "SCHEDULERS",
     "ComponentCache",
     "ComponentKey",
+    "Dimension",
+    "Draft",
+    "ExecutionDimension",
     "LoadedModel",
+    "MemoryDimension",
+    "MemoryTool",
     "ModelIdentity",
     "PipelinePlan",
+    "PrecisionDimension",
+    "SchedulerDimension",
     "ScreenResult",
     "ScreenedOut",
+    "StepsDimension",
     "assemble",
+    "build_scheduler",
     "capture_calls",
     "check_identity",
     "compatible_schedulers",

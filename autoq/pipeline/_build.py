@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from autoq.errors import ConfigError
+from autoq.pipeline._dimensions import SchedulerDimension
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
     from autoq.pipeline._plan import ComponentKey, PipelinePlan
 
-__all__ = ["ComponentCache", "assemble", "compatible_schedulers", "module_components"]
+__all__ = ["ComponentCache", "assemble", "module_components"]
 
 
 def module_components(pipe: DiffusionPipeline) -> dict[str, nn.Module]:
@@ -24,31 +25,6 @@ def module_components(pipe: DiffusionPipeline) -> dict[str, nn.Module]:
     from torch import nn
 
     return {name: c for name, c in pipe.components.items() if isinstance(c, nn.Module)}
-
-
-def compatible_schedulers(pipe: DiffusionPipeline) -> list[str]:
-    """Plan scheduler names that can replace this pipeline's own scheduler."""
-    from autoq.pipeline._plan import SCHEDULERS
-
-    own = type(pipe.scheduler)
-    allowed = {cls.__name__ for cls in getattr(pipe.scheduler, "compatibles", [])} | {own.__name__}
-    return [name for name, cls in SCHEDULERS.items() if cls is None or cls in allowed]
-
-
-def _scheduler(pipe: DiffusionPipeline, name: str) -> Any:
-    import diffusers
-
-    from autoq.pipeline._plan import SCHEDULERS
-
-    class_name = SCHEDULERS[name]
-    if class_name is None:
-        return copy.deepcopy(pipe.scheduler)
-    if name not in compatible_schedulers(pipe):
-        raise ConfigError(
-            f"Scheduler {name!r} is not compatible with {type(pipe.scheduler).__name__}; "
-            f"valid here: {compatible_schedulers(pipe)}."
-        )
-    return getattr(diffusers, class_name).from_config(pipe.scheduler.config)
 
 
 class ComponentCache:
@@ -94,11 +70,10 @@ class ComponentCache:
 
     def _derived(self, key: ComponentKey) -> nn.Module:
         """A component built from its stored form: executed otherwise, or with tools on."""
-        import copy
 
         from autoq.backends import weight_bytes
         from autoq.execution import get_executor
-        from autoq.pipeline._plan import MEMORY_TOOLS
+        from autoq.pipeline._dimensions import MemoryDimension
 
         component, precision, protect, executor, tools = key
         with self._lock:
@@ -108,11 +83,7 @@ class ComponentCache:
                 return self._entries[key][0]
         stored = self._stored(component, precision, protect)
         module = get_executor(executor).apply(stored, component) if executor != "eager" else stored
-        if tools:
-            module = copy.copy(module)  # same weights, its own flags
-            module.__dict__ = dict(module.__dict__)
-            for tool in tools:
-                setattr(module, MEMORY_TOOLS[tool][1], True)
+        module = MemoryDimension.apply(module, tools)  # same weights, its own flags
         with self._lock:
             self.misses += 1
             self._entries[key] = (
@@ -190,7 +161,7 @@ def assemble(cache: ComponentCache, plan: PipelinePlan) -> DiffusionPipeline:
     components = dict(base.components)
     for name in plan.precisions:
         components[name] = cache.get(*plan.component_key(name))
-    components["scheduler"] = _scheduler(base, plan.scheduler)
+    components["scheduler"] = SchedulerDimension.apply(base, plan.scheduler)
     pipe = type(base)(**components)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -3,26 +3,21 @@ it executes (executor, memory tools), plus steps and scheduler."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["MEMORY_TOOLS", "PLAN_VERSION", "SCHEDULERS", "ComponentKey", "PipelinePlan"]
+from autoq.pipeline._dimensions import (
+    MEMORY_TOOLS,
+    SCHEDULERS,
+    ExecutionDimension,
+    MemoryDimension,
+    PrecisionDimension,
+)
+
+__all__ = ["PLAN_VERSION", "ComponentKey", "Draft", "PipelinePlan"]
 
 PLAN_VERSION = 1
-
-SCHEDULERS: dict[str, str | None] = {
-    "default": None,  # the model's own scheduler, as saved with it
-    "dpmpp": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "ddim": "DDIMScheduler",
-}
-"""Scheduler names a plan may use, mapped to their diffusers class names."""
-
-MEMORY_TOOLS: dict[str, tuple[str, str]] = {
-    "vae_tiling": ("vae", "use_tiling"),
-    "vae_slicing": ("vae", "use_slicing"),
-}
-"""diffusers memory tools a plan may switch on: name -> (component, the flag it sets).
-Decoding in tiles or one image at a time bounds the VAE's activation peak."""
 
 ComponentKey = tuple[str, str, tuple[str, ...], str, tuple[str, ...]]
 """What builds one component: (component, precision, protect groups, executor, memory
@@ -30,7 +25,8 @@ tools), the component cache's key."""
 
 
 class PipelinePlan(BaseModel):
-    """An explicit ``component -> precision`` mapping plus generation settings.
+    """An explicit ``component -> precision`` mapping plus generation settings: the values
+    of the dimensions `autoq.pipeline._dimensions` declares.
 
     Attributes:
         precisions: Precision name per pipeline component (``unet``, ``text_encoder``, ...).
@@ -139,16 +135,18 @@ class PipelinePlan(BaseModel):
 
     def tools(self, component: str) -> tuple[str, ...]:
         """The memory tools that act on ``component``."""
-        return tuple(t for t in self.memory if MEMORY_TOOLS[t][0] == component)
+        return MemoryDimension.key(self, component)
 
     def component_key(self, component: str) -> ComponentKey:
-        """What builds ``component`` under this plan: the component cache's key."""
+        """What builds ``component`` under this plan: the component cache's key, each
+        dimension's part of it."""
+        precision, protect = PrecisionDimension.key(self, component)
         return (
             component,
-            self.precisions[component],
-            tuple(sorted(self.protect.get(component, ()))),
-            self.executor(component),
-            self.tools(component),
+            precision,
+            protect,
+            ExecutionDimension.key(self, component),
+            MemoryDimension.key(self, component),
         )
 
     def component_keys(self) -> set[ComponentKey]:
@@ -189,3 +187,34 @@ class PipelinePlan(BaseModel):
             for component, precision in self.precisions.items()
         ]
         return f"{' '.join(parts)}, {self.steps} steps {self.scheduler}"
+
+
+@dataclass
+class Draft:
+    """The fields of a plan being filled from trial parameters, one dimension at a time."""
+
+    precisions: dict[str, str] = field(default_factory=dict)
+    protect: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    execution: dict[str, str] = field(default_factory=dict)
+    memory: list[str] = field(default_factory=list)
+    steps: int = 1
+    scheduler: str = "default"
+
+    def plan(self) -> PipelinePlan:
+        """The plan; an executor that does not run on its component's precision falls
+        back to eager (OpenVINO converts fp32 weights, not bnb_int8 ones)."""
+        from autoq.execution import EAGER, get_executor
+
+        execution = {
+            c: e
+            for c, e in self.execution.items()
+            if e != EAGER and get_executor(e).runs_on(self.precisions[c])
+        }
+        return PipelinePlan(
+            precisions=self.precisions,
+            protect=self.protect,
+            execution=execution,
+            memory=tuple(self.memory),
+            steps=self.steps,
+            scheduler=self.scheduler,
+        )

@@ -265,8 +265,7 @@ def plan_load(
     import torch
 
     from autoq.backends import get_precision
-    from autoq.execution import get_executor
-    from autoq.pipeline import MEMORY_TOOLS, module_components
+    from autoq.pipeline import ExecutionDimension, MemoryDimension, module_components
 
     where = torch.device(device) if device is not None else torch.device("cuda")
     modules = module_components(pipe) if pipe is not None else {}
@@ -292,19 +291,9 @@ def plan_load(
                 f"float32; diffusers' torch_dtype={dtype} runs all of it in {dtype}, which "
                 "changes the images"
             )
-    setup = []
-    for component, name in plan.execution.items():
-        executor = get_executor(name)
-        if executor.snippet is None:
-            reasons.append(
-                f"{name} on {component}: plain diffusers cannot run it; serve this tier "
-                "with autoq's AdaptivePipeline, or export a tier that runs in torch"
-            )
-        elif line := executor.snippet(component, modules.get(component)):
-            setup.append(line)
-    for tool in plan.memory:
-        component, attribute = MEMORY_TOOLS[tool]
-        setup.append(f"pipe.{component}.{attribute.replace('use_', 'enable_', 1)}()")
+    setup, unexportable = ExecutionDimension.export(plan, modules)
+    reasons += unexportable
+    setup += MemoryDimension.export(plan)
     if reasons:
         raise NotExportableError("; ".join(dict.fromkeys(reasons)))
     return TierLoad(configs=configs, torch_dtype="float32", setup=tuple(setup))

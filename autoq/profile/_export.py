@@ -53,18 +53,12 @@ def _find_tier(profile: Profile, name: str) -> Tier:
 
 
 def _set_scheduler(pipe: DiffusionPipeline, name: str) -> None:
-    import diffusers
+    from autoq.pipeline import SchedulerDimension
 
-    from autoq.pipeline import SCHEDULERS, compatible_schedulers
-
-    class_name = SCHEDULERS[name]
-    if class_name is None:
-        return
-    if name not in compatible_schedulers(pipe):
-        raise NotExportableError(
-            f"scheduler {name!r} is not compatible with {type(pipe.scheduler).__name__}"
-        )
-    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config)
+    try:
+        pipe.scheduler = SchedulerDimension.apply(pipe, name)
+    except ConfigError as exc:
+        raise NotExportableError(str(exc)) from None
 
 
 def export_tier(

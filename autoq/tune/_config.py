@@ -15,8 +15,8 @@ __all__ = ["DEFAULT_TIMEOUT_S", "Sampler", "TuneConfig", "parse_size", "read_pro
 DEFAULT_TIMEOUT_S = 600.0
 """`autoq tune`'s time budget when none is given: a default tune keeps to 10 minutes on
 any machine (how long a whole one takes varies several-fold between machines of one kind:
-docs/benchmarks.md), says what it left out, and a rerun finishes it. ``--timeout 0`` lifts it; `TuneConfig` itself
-has none unless asked."""
+docs/benchmarks.md), says what it left out, and a rerun finishes it. ``--timeout 0``
+lifts it; `TuneConfig` itself has none unless asked."""
 
 Sampler = Literal["gp", "gp-tpe", "tpe", "nsga2", "random", "grid"]
 

@@ -1,5 +1,5 @@
-"""The search space: per component its precision (and protection) and executor; memory
-tools, steps and scheduler."""
+"""The search space: the values each plan dimension (`autoq.pipeline._dimensions`) may take
+on this device and model, and how a trial draws a plan from them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from autoq._logging import get_logger
 from autoq.errors import ConfigError
-from autoq.pipeline import PipelinePlan
+from autoq.pipeline import (
+    PROTECT_GROUPS,
+    Dimension,
+    Draft,
+    ExecutionDimension,
+    MemoryDimension,
+    PipelinePlan,
+    PrecisionDimension,
+    SchedulerDimension,
+    StepsDimension,
+    build_scheduler,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -21,13 +32,9 @@ if TYPE_CHECKING:
     from autoq.pipeline._screen import BuildModule
     from autoq.tune._config import TuneConfig
 
-__all__ = ["PROTECT_GROUPS", "SearchSpace", "build_space", "distinct_schedulers"]
+__all__ = ["SearchSpace", "build_space", "distinct_schedulers"]
 
 log = get_logger("autoq.tune")
-
-PROTECT_GROUPS = ("norms", "io", "embeddings")
-"""What a component's "protect" toggle keeps at full precision."""
-
 
 DEFAULT_STEPS = (5, 30)
 """Step range searched when none is given: from a fast draft to the usual 30."""
@@ -47,7 +54,8 @@ def coarse_step(low: int, high: int, intervals: int = 4) -> int:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Everything a trial may choose.
+    """Everything a trial may choose: the values of each plan dimension
+    (`autoq.pipeline.Dimension`) here.
 
     Attributes:
         precisions: Candidate precisions per component (usable on this device).
@@ -70,24 +78,24 @@ class SearchSpace:
     memory: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        low, high = self.steps
-        if not 1 <= low <= high:
-            raise ValueError(f"steps must satisfy 1 <= low <= high, but got {self.steps}.")
-        if self.step_size < 1:
-            raise ValueError(f"step_size must be positive, but got {self.step_size}.")
-        if not self.schedulers:
-            raise ValueError("at least one scheduler is needed.")
         for component, options in self.precisions.items():
             if not options:
                 raise ValueError(f"component {component!r} has no usable precision.")
-        for component, executors in self.executions.items():
-            if component not in self.precisions or not executors or executors[0] != "eager":
-                raise ValueError(
-                    f"executors of {component!r} must start with 'eager', got {executors}."
-                )
+        for component in self.executions:
+            if component not in self.precisions:
+                raise ValueError(f"executors name {component!r}, which has no precisions.")
+        self.dimensions()  # each dimension checks its own values
 
-    def _searched_executors(self) -> dict[str, tuple[str, ...]]:
-        return {c: e for c, e in self.executions.items() if len(e) > 1}
+    def dimensions(self) -> list[Dimension]:
+        """The space's dimensions, in the order a trial draws them."""
+        components = list(self.precisions)
+        return [
+            *(PrecisionDimension(c, tuple(self.precisions[c]), self.protect) for c in components),
+            *(ExecutionDimension(c, tuple(self.executions.get(c, ("eager",)))) for c in components),
+            MemoryDimension(tuple(self.memory)),
+            StepsDimension(*self.steps, self.step_size),
+            SchedulerDimension(tuple(self.schedulers)),
+        ]
 
     @staticmethod
     def _fits(precision: str, executor: str) -> bool:
@@ -95,45 +103,27 @@ class SearchSpace:
 
         return get_executor(executor).runs_on(precision)
 
-    def _plan(
-        self,
-        precisions: dict[str, str],
-        protect: dict[str, tuple[str, ...]],
-        executors: Mapping[str, str],
-        memory: Sequence[str],
-        steps: int,
-        scheduler: str,
-    ) -> PipelinePlan:
-        execution = {
-            c: e for c, e in executors.items() if e != "eager" and self._fits(precisions[c], e)
-        }
-        return PipelinePlan(
-            precisions=precisions,
-            protect=protect,
-            execution=execution,
-            memory=tuple(memory),
-            steps=steps,
-            scheduler=scheduler,
-        )
-
     def suggest(self, trial: optuna.Trial) -> PipelinePlan:
         """Draw a plan for ``trial``."""
-        precisions: dict[str, str] = {}
-        protect: dict[str, tuple[str, ...]] = {}
-        for component, options in self.precisions.items():
-            precisions[component] = trial.suggest_categorical(f"{component}.precision", options)
-            keep = self.protect and trial.suggest_categorical(f"{component}.protect", [False, True])
-            if keep and precisions[component] != "fp32":  # nothing to protect in fp32
-                protect[component] = PROTECT_GROUPS
-        executors = {
-            c: trial.suggest_categorical(f"{c}.execution", options)
-            for c, options in self._searched_executors().items()
-        }
-        memory = [t for t in self.memory if trial.suggest_categorical(f"memory.{t}", [False, True])]
-        low, high = self.steps
-        steps = trial.suggest_int("steps", low, high, step=self.step_size)
-        scheduler = trial.suggest_categorical("scheduler", self.schedulers)
-        return self._plan(precisions, protect, executors, memory, steps, scheduler)
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        params: dict[str, Any] = {}
+        for name, distribution in self.distributions().items():
+            if isinstance(distribution, CategoricalDistribution):
+                params[name] = trial.suggest_categorical(name, distribution.choices)
+            elif isinstance(distribution, IntDistribution):
+                low, high, step = distribution.low, distribution.high, distribution.step
+                params[name] = trial.suggest_int(name, low, high, step=step)
+            else:
+                raise TypeError(f"no way to draw {type(distribution).__name__} ({name}).")
+        return self.plan(params)
+
+    def plan(self, params: Mapping[str, Any]) -> PipelinePlan:
+        """The plan trial parameters ``params`` draw."""
+        draft = Draft()
+        for dimension in self.dimensions():
+            dimension.write(params, draft)
+        return draft.plan()
 
     def grid(self) -> dict[str, list[Any]]:
         """The same space as explicit lists, for Optuna's `GridSampler`."""
@@ -150,44 +140,17 @@ class SearchSpace:
         if set(plan.precisions) != set(self.precisions):
             return None
         out: dict[str, Any] = {}
-        for component, options in self.precisions.items():
-            precision = plan.precisions[component]
-            if precision not in options:
+        for dimension in self.dimensions():
+            drawn = dimension.read(plan)
+            if drawn is None:
                 return None
-            out[f"{component}.precision"] = precision
-            if self.protect:
-                out[f"{component}.protect"] = component in plan.protect
-        for component, executors in self._searched_executors().items():
-            if plan.executor(component) not in executors:
-                return None
-            out[f"{component}.execution"] = plan.executor(component)
-        if any(c not in self._searched_executors() for c in plan.execution):
-            return None
-        if set(plan.memory) - set(self.memory):
-            return None
-        out.update({f"memory.{t}": t in plan.memory for t in self.memory})
-        if plan.steps not in self.step_values() or plan.scheduler not in self.schedulers:
-            return None
-        return {**out, "steps": plan.steps, "scheduler": plan.scheduler}
+            out.update(drawn)
+        return out
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """The distributions `suggest` draws from, by parameter name (to add a trial
         measured outside the sampler's loop)."""
-        from optuna.distributions import CategoricalDistribution, IntDistribution
-
-        out: dict[str, optuna.distributions.BaseDistribution] = {}
-        for component, options in self.precisions.items():
-            out[f"{component}.precision"] = CategoricalDistribution(options)
-            if self.protect:
-                out[f"{component}.protect"] = CategoricalDistribution([False, True])
-        for component, executors in self._searched_executors().items():
-            out[f"{component}.execution"] = CategoricalDistribution(executors)
-        for tool in self.memory:
-            out[f"memory.{tool}"] = CategoricalDistribution([False, True])
-        low, high = self.steps
-        out["steps"] = IntDistribution(low, high, step=self.step_size)
-        out["scheduler"] = CategoricalDistribution(self.schedulers)
-        return out
+        return {name: d for dim in self.dimensions() for name, d in dim.distributions().items()}
 
     def reference(self) -> PipelinePlan:
         """The highest-precision plan: fp32 everywhere, the most steps, the model's scheduler."""
@@ -196,8 +159,7 @@ class SearchSpace:
 
     def step_values(self) -> list[int]:
         """The step counts a trial may draw (what `suggest_int` with ``step`` yields)."""
-        low, high = self.steps
-        return list(range(low, high + 1, self.step_size))
+        return StepsDimension(*self.steps, self.step_size).values()
 
     def size(self, aliases: Mapping[int, Mapping[str, str]] | None = None) -> int:
         """How many distinct plans the space holds (protecting an fp32 component is a no-op;
@@ -246,7 +208,8 @@ class SearchSpace:
         def params(
             choice: Mapping[str, str], n_steps: int, executors: Mapping[str, str] | None = None
         ) -> dict[str, Any]:
-            plan = self._plan(dict(choice), {}, executors or {}, (), n_steps, scheduler)
+            draft = Draft(dict(choice), {}, dict(executors or {}), [], n_steps, scheduler)
+            plan = draft.plan()
             drawn = self.params(plan)
             assert drawn is not None  # every choice comes from the space's own options
             return drawn
@@ -266,7 +229,7 @@ class SearchSpace:
         if all(eight.values()):
             plans.append(params({c: str(p) for c, p in eight.items()}, steps[-1]))
         if all("fp32" in o for o in self.precisions.values()):
-            searched = self._searched_executors()
+            searched = {c: e for c, e in self.executions.items() if len(e) > 1}
             for executor in dict.fromkeys(e for runs in searched.values() for e in runs[1:]):
                 on = {c: executor for c, runs in searched.items() if executor in runs}
                 plans.append(params(dict.fromkeys(self.precisions, "fp32"), steps[-1], on))
@@ -281,19 +244,10 @@ def distinct_schedulers(pipe: DiffusionPipeline, names: Sequence[str]) -> list[s
     """``names`` without those that build the same scheduler (same class and config) as an
     earlier one: for many models ``default`` already is ``dpmpp``, and measuring both
     spends trials on identical images."""
-    import diffusers
-
-    from autoq.pipeline import SCHEDULERS
-
     seen: list[tuple[str, dict[str, Any]]] = []
     kept = []
     for name in names:
-        class_name = SCHEDULERS[name]
-        scheduler = (
-            pipe.scheduler
-            if class_name is None
-            else getattr(diffusers, class_name).from_config(pipe.scheduler.config)
-        )
+        scheduler = build_scheduler(pipe, name)
         key = (type(scheduler).__name__, _public_config(scheduler.config))
         if key not in seen:
             seen.append(key)

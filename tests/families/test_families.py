@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from autoq.pipeline import load_pipeline, module_components, screen
-from autoq.tune._space import PROTECT_GROUPS
+from autoq.pipeline import PROTECT_GROUPS, load_pipeline, module_components, screen
 from tests.families.builders import FAMILIES, FAMILY_PROMPTS
 
 T5_ENCODERS = {"sd3": "text_encoder_3", "flux": "text_encoder_2", "pixart_sigma": "text_encoder"}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from autoq.pipeline import PipelinePlan
+from autoq.pipeline import PROTECT_GROUPS, PipelinePlan
 from autoq.tune._budget import StepCost
 from autoq.tune._predict import LatencyModel
-from autoq.tune._space import PROTECT_GROUPS
 
 FP32 = {"unet": 3.0, "text_encoder": 0.2, "vae": 4.0}  # one step; one generation's calls
 SECONDS = {
