@@ -218,6 +218,11 @@ def tune(
     memory_tools: str | None = typer.Option(
         None, help="Comma-separated memory tools to search on/off: vae_tiling,vae_slicing."
     ),
+    max_batch: int = typer.Option(
+        8,
+        help="Largest batch each tier is timed at for its batch curve (1, 2, 4, ... while "
+        "memory and the budget allow; 1: none).",
+    ),
     height: int | None = typer.Option(
         None, help="Image height to tune at, with --width (default: the model's own size)."
     ),

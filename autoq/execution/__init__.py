@@ -55,6 +55,7 @@ for _executor in (
         check=check_compile,
         precisions=COMPILE_PRECISIONS,
         snippet=compile_snippet,
+        builds_per_shape=True,
     ),
     Executor(
         "openvino",
@@ -63,6 +64,7 @@ for _executor in (
         check=check_openvino,
         precisions=("fp32",),
         shares_weights=False,  # OpenVINO holds its own constants
+        builds_per_shape=True,
     ),
     Executor(
         "openvino_int8",
@@ -71,6 +73,7 @@ for _executor in (
         check=check_openvino,
         precisions=("fp32",),
         shares_weights=False,  # OpenVINO holds its own constants
+        builds_per_shape=True,
     ),
 ):
     register_executor(_executor)

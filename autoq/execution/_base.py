@@ -49,6 +49,8 @@ class Executor:
             run on ``pipe`` for the same execution (``""``: nothing to run), or ``None`` when
             only autoq can run it. ``module`` is the torch component, when known.
         shares_weights: The executed module reuses the stored module's weights.
+        builds_per_shape: Each new input shape (a batch size, an image size) compiles or
+            converts again on its first call.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Executor:
     convolutional: bool = False
     snippet: Callable[[str, nn.Module | None], str] | None = None
     shares_weights: bool = True
+    builds_per_shape: bool = False
 
     def runs_on(self, precision: str) -> bool:
         """Whether this executor runs a component stored in ``precision``."""

@@ -12,6 +12,7 @@ from autoq.profile._io import read_profile, write_profile
 from autoq.profile._match import fingerprint_differences, load_profile, matches_model
 from autoq.profile._model import (
     SCHEMA_VERSION,
+    BatchPoint,
     Constraints,
     Metrics,
     ModelIdentity,
@@ -35,6 +36,7 @@ from autoq.profile._report import (
 __all__ = [
     "SCHEMA_VERSION",
     "TIER_FILE",
+    "BatchPoint",
     "ComponentConfig",
     "Constraints",
     "ExportResult",

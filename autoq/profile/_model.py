@@ -12,6 +12,7 @@ from autoq.pipeline import ModelIdentity, PipelinePlan
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BatchPoint",
     "Constraints",
     "Metrics",
     "ModelIdentity",
@@ -145,6 +146,18 @@ class StepPoint(BaseModel):
     clip_ci: tuple[float, float] | None = None
 
 
+class BatchPoint(BaseModel):
+    """A tier's plan timed as one pipeline call of ``batch_size`` prompts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    batch_size: int = Field(ge=1)
+    latency_s: float = Field(gt=0)
+    """Seconds of the whole call (every image of the batch)."""
+    peak_memory_bytes: int = Field(ge=0)
+    """Weights plus the call's activation peak."""
+
+
 class Tier(BaseModel):
     """One operating point: a plan and what it measured."""
 
@@ -162,6 +175,12 @@ class Tier(BaseModel):
     """How latency and quality move with steps, ascending by steps (the runtime's dial)."""
     min_steps: int | None = None
     """Fewest steps at which this tier still meets the profile's quality floor."""
+    batch_curve: list[BatchPoint] = Field(default_factory=list)
+    """Latency and peak memory of one call per batch size, ascending, all timed in one
+    run (empty: not measured; the runtime then expects no gain from batching)."""
+    max_batch: int | None = None
+    """The largest measured batch whose peak fits the tune's memory limit (the device's
+    memory without one); ``None``: not measured."""
 
     def summary(self) -> dict[str, str]:
         """Display strings of the plan and metrics, for tables and reports."""

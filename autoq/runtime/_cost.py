@@ -1,10 +1,14 @@
 """What a request costs on a tier: the runtime's one latency model.
 
-A tier's profile gives its latency at its own step count and image size, and optionally a
-curve of latencies at other step counts. A request's cost on the tier is that latency
-interpolated at the request's steps and scaled by its pixels over the measured pixels;
-its predicted completion adds the requests ahead of it (Little's law). The policy, OOM
-step-down and the service's admission all use `TierView.cost` and `predict_latency`.
+A tier's profile gives its latency at its own step count and image size, optionally a
+curve of latencies at other step counts, and optionally a batch curve (one call's
+latency and peak memory per batch size). A request's cost on the tier is that latency
+interpolated at the request's steps, scaled by its pixels over the measured pixels and,
+for a batch, by the batch curve's latency ratio (without a curve a batch of n costs n
+requests: no gain is assumed that was not measured). Its predicted completion adds the
+requests ahead of it, served ``slots`` calls at a time of up to the batch each call may
+take (Little's law). The policy, OOM step-down and admission all use `TierView.cost` and
+`TierView.completion`.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ if TYPE_CHECKING:
 __all__ = ["TierView", "predict_latency", "tier_views"]
 
 
-def predict_latency(cost_s: float, ahead: int, slots: int = 1) -> float:
-    """Seconds until a new request completes: its own cost after the requests ``ahead``
-    of it, ``slots`` of them generating at once, each costing about as much."""
-    return cost_s * (max(ahead, 0) // max(slots, 1) + 1)
+def predict_latency(cost_s: float, ahead: int, slots: int = 1, batch: int = 1) -> float:
+    """Seconds until a new request completes behind ``ahead`` others: ``slots`` calls run
+    at once, each serving up to ``batch`` requests in ``cost_s`` (one call's seconds)."""
+    return cost_s * (max(ahead, 0) // (max(slots, 1) * max(batch, 1)) + 1)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class TierView:
         curve: ``(steps, latency_s)`` measured at other step counts, ascending.
         pixels: Height x width the latencies were measured at (``None``: unknown, no
             size scaling).
+        batch_curve: ``(batch size, latency_s, peak bytes)`` of one call, measured in one
+            run, ascending.
+        max_batch: The largest batch whose peak fits the device (``None``: unknown).
     """
 
     name: str
@@ -54,6 +61,8 @@ class TierView:
     min_steps: int | None = None
     curve: tuple[tuple[int, float], ...] = ()
     pixels: int | None = None
+    batch_curve: tuple[tuple[int, float, int], ...] = ()
+    max_batch: int | None = None
 
     def size_factor(self, pixels: int | None) -> float:
         """Request pixels over measured pixels (1 when either is unknown)."""
@@ -81,9 +90,51 @@ class TierView:
         """The curve plus the tier's own point, ascending by steps."""
         return sorted({**dict(self.curve), self.steps or 0: self.latency_s}.items())
 
-    def cost(self, steps: int | None = None, pixels: int | None = None) -> float:
-        """Seconds of one generation at ``steps`` (default: the tier's) and ``pixels``."""
-        return self.latency_at(steps) * self.size_factor(pixels)
+    def batch_factor(self, batch: int) -> float:
+        """One call of ``batch`` requests over one request alone: from the batch curve,
+        interpolated between measured sizes and per image beyond the largest; ``batch``
+        itself without a curve."""
+        points = [(n, t) for n, t, _ in self.batch_curve]
+        if batch <= 1 or not points or points[0][0] != 1:
+            return float(max(batch, 1))
+        alone = points[0][1]
+        i = bisect.bisect_left(points, (batch,))
+        if i < len(points) and points[i][0] == batch:
+            return points[i][1] / alone
+        if i < len(points):
+            (n0, t0), (n1, t1) = points[i - 1], points[i]
+            return (t0 + (t1 - t0) * (batch - n0) / (n1 - n0)) / alone
+        last_n, last_s = points[-1]
+        return last_s / last_n * batch / alone
+
+    def batch_limit(self, cap: int) -> int:
+        """The largest batch to run on this tier: ``cap``, bounded by the measured
+        ``max_batch``."""
+        return max(1, min(cap, self.max_batch) if self.max_batch is not None else cap)
+
+    def cost(self, steps: int | None = None, pixels: int | None = None, batch: int = 1) -> float:
+        """Seconds of one call of ``batch`` generations at ``steps`` (default: the
+        tier's) and ``pixels``."""
+        return self.latency_at(steps) * self.size_factor(pixels) * self.batch_factor(batch)
+
+    def completion(
+        self,
+        steps: int | None,
+        pixels: int | None,
+        ahead: int,
+        slots: int = 1,
+        max_batch: int = 1,
+    ) -> float:
+        """Seconds until a new request completes behind ``ahead`` others (`predict_latency`)
+        when each call may batch up to ``max_batch`` (bounded by `batch_limit`): queued
+        requests fill batches, so a call serves ``min(limit, ahead + 1)`` of them."""
+        batch = min(self.batch_limit(max_batch), max(ahead, 0) + 1)
+        return predict_latency(self.cost(steps, pixels, batch), ahead, slots, batch)
+
+    def throughput_cost(self, steps: int | None, pixels: int | None, max_batch: int = 1) -> float:
+        """Seconds of generation slot per request when batches fill to `batch_limit`."""
+        batch = self.batch_limit(max_batch)
+        return self.cost(steps, pixels, batch) / batch
 
     def peak_at(self, pixels: int | None) -> int:
         """Peak memory at ``pixels``: weights plus activations scaled with the image."""
@@ -113,6 +164,22 @@ def tier_views(tiers: Sequence[Tier], pixels: int | None = None) -> list[TierVie
             min_steps=t.min_steps,
             curve=tuple((p.steps, p.latency_s) for p in t.steps_curve),
             pixels=pixels,
+            batch_curve=tuple(
+                (p.batch_size, p.latency_s, p.peak_memory_bytes) for p in t.batch_curve
+            ),
+            max_batch=_max_batch(t),
         )
         for t in tiers
     ]
+
+
+def _max_batch(tier: Tier) -> int | None:
+    """The tier's batch bound: the profile's, or 1 for a tier whose components build
+    per input shape (compiled, OpenVINO) when no batch size was measured: each new size
+    would compile or convert again while requests wait."""
+    from autoq.execution import get_executor
+
+    if tier.max_batch is not None:
+        return tier.max_batch
+    per_shape = any(get_executor(e).builds_per_shape for e in tier.plan.execution.values())
+    return 1 if per_shape else None

@@ -25,7 +25,7 @@ from autoq.runtime._batch import (
     batch_key,
     split_output,
 )
-from autoq.runtime._cost import predict_latency, tier_views
+from autoq.runtime._cost import tier_views
 from autoq.runtime._metrics import RuntimeMetrics
 from autoq.runtime._policy import DefaultPolicy, Policy, RequestShape
 from autoq.runtime._signals import ResourceMonitor, Signals, SystemMonitor
@@ -268,8 +268,10 @@ class AdaptivePipeline:
                 if shape.steps is not None or tier is not None
                 else (view.dial[-1] if view.dial else None)
             )
-            costs.append(view.cost(chosen, shape.pixels))
-        return predict_latency(min(costs) * sample.latency_ratio, ahead, self._max_concurrency)
+            costs.append(
+                view.completion(chosen, shape.pixels, ahead, self._max_concurrency, self.max_batch)
+            )
+        return min(costs) * sample.latency_ratio
 
     # -- requests ----------------------------------------------------------------------
 
@@ -321,6 +323,10 @@ class AdaptivePipeline:
             index, pipe, steps = self._select(first.tier, shape)
         if shape.steps is None and steps is not None:
             kwargs["num_inference_steps"] = steps
+        limit = self._views[index].batch_limit(len(requests))
+        if len(requests) > limit:  # more than the tier's memory (or its shapes) allows
+            chunks = [requests[i : i + limit] for i in range(0, len(requests), limit)]
+            return [out for chunk in chunks for out in self._run_batch(chunk)]
         count = len(requests)
         if count == 1:
             output = self._generate(index, pipe, first.prompt, dict(first.kwargs | kwargs), shape)
@@ -336,10 +342,12 @@ class AdaptivePipeline:
                 r.kwargs.get("generator") or torch.Generator("cpu").manual_seed(_fresh_seed())
                 for r in requests
             ]
-        # The cost model learns single requests; a batch's time is not one request's.
+        # The cost model learns from a batch where the tier's batch curve says what a batch
+        # costs; without one, its time is not one request's.
         output = self._generate(
-            index, pipe, [r.prompt for r in requests], kwargs, shape, record=False
-        )
+            index, pipe, [r.prompt for r in requests], kwargs, shape,
+            record=bool(self._views[index].batch_curve), batch=count,
+        )  # fmt: skip
         self.metrics.record_batch(count)
         for _ in requests:  # each waited the batch's time
             self.metrics.record_request(output.tier, output.timings["generation_s"], output.steps)
@@ -393,6 +401,7 @@ class AdaptivePipeline:
                 self._latency_ratio,
                 self._max_concurrency,
                 self._arrival_rate(),
+                self.max_batch,
             )
 
     def set_queue_source(self, source: Callable[[], int] | None) -> None:
@@ -509,6 +518,7 @@ class AdaptivePipeline:
         shape: RequestShape,
         *,
         record: bool = True,
+        batch: int = 1,
     ) -> Any:
         tiled = False  # the one retry of a decode that ran out of memory, with VAE tiling
         while True:
@@ -529,7 +539,7 @@ class AdaptivePipeline:
             if failure is None:
                 seconds = time.perf_counter() - start
                 if record:
-                    self._observe(index, steps, shape.pixels, seconds)
+                    self._observe(index, steps, shape.pixels, seconds, batch)
                 with self._lock:
                     self._warmed.add(index)
                     if index == self._index:
@@ -559,9 +569,12 @@ class AdaptivePipeline:
                     "num_inference_steps": dialed or self.profile.tiers[index].plan.steps,
                 }
 
-    def _observe(self, index: int, steps: int, pixels: int | None, seconds: float) -> None:
-        self.metrics.record_request(self.profile.tiers[index].name, seconds, steps)
-        ratio = seconds / max(self._views[index].cost(steps, pixels), 1e-9)
+    def _observe(
+        self, index: int, steps: int, pixels: int | None, seconds: float, batch: int = 1
+    ) -> None:
+        if batch == 1:  # a batch's requests are counted by the caller
+            self.metrics.record_request(self.profile.tiers[index].name, seconds, steps)
+        ratio = seconds / max(self._views[index].cost(steps, pixels, batch), 1e-9)
         with self._lock:
             self._latency_ratio = (1 - _EWMA) * self._latency_ratio + _EWMA * ratio
 

@@ -24,6 +24,8 @@ class Signals:
         queue_depth: Requests waiting for a generation slot.
         latency_ratio: EWMA of observed / profiled latency (1.0: as tuned).
         slots: Generations that run at once (requests ahead drain this many at a time).
+        max_batch: Requests one generation may take together (each tier's batch curve
+            bounds it further).
         arrival_rps: Requests offered per second lately (0: unknown or idle).
         timestamp: ``time.monotonic()`` of the sample.
     """
@@ -37,6 +39,7 @@ class Signals:
     timestamp: float = 0.0
     slots: int = 1
     arrival_rps: float = 0.0
+    max_batch: int = 1
 
     def with_load(
         self,
@@ -45,6 +48,7 @@ class Signals:
         latency_ratio: float,
         slots: int = 1,
         arrival_rps: float = 0.0,
+        max_batch: int = 1,
     ) -> Signals:
         """The same sample with the runtime's own load figures filled in."""
         return replace(
@@ -54,6 +58,7 @@ class Signals:
             latency_ratio=latency_ratio,
             slots=slots,
             arrival_rps=arrival_rps,
+            max_batch=max_batch,
         )
 
 

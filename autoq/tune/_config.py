@@ -81,6 +81,9 @@ class TuneConfig(BaseModel):
     """Executors to search (`autoq.execution`); ``None``: `default_executors` here."""
     memory_tools: tuple[str, ...] = ()
     """`autoq.pipeline.MEMORY_TOOLS` to search as on/off toggles."""
+    max_batch: int = Field(default=8, ge=1)
+    """The largest batch each tier is timed at (1, 2, 4, ... up to it, while memory and
+    the budget allow) for the profile's batch curves; 1: none."""
     guidance_scale: float | None = Field(default=None, ge=0)
     height: int | None = Field(default=None, gt=0)
     width: int | None = Field(default=None, gt=0)

@@ -51,11 +51,13 @@ from autoq.tune._measure import (
     Run,
     fidelity,
     generate,
+    generate_batch,
     run_images,
     synchronize,
     time_side_by_side,
 )
 from autoq.tune._record import (
+    BatchPoint,
     Conditions,
     CurvePoint,
     RaceState,
@@ -156,8 +158,12 @@ class Evaluator:
         workdir: Path,
         reference_plan: PipelinePlan,
         size: tuple[int, int] | None = None,
+        max_batch: int = 1,
+        memory_limit: int | None = None,
     ) -> None:
         self.cache = cache
+        self.max_batch = max_batch
+        self.memory_limit = memory_limit
         self.evalset = evalset
         self.scorer = scorer
         self.device = device
@@ -574,6 +580,65 @@ class Evaluator:
         ):
             self.steps_curve(study, chosen, choice.constraints)
         self.time_step_dials(study, choice, deadline)
+        self.batch_curves(study, choice, deadline)
+
+    def batch_curves(self, study: optuna.Study, choice: Choice, deadline: Deadline) -> None:
+        """Time each tier's plan as one call of 1, 2, 4, ... prompts (each its own seed) up
+        to ``max_batch``, with each call's peak memory, into the study's batch curves; a
+        size is measured while the peak predicted from the last one fits the memory
+        limit (the tune's, else the device's) and ``deadline`` allows. A tier's sizes are
+        timed in one run, so their ratios hold whatever else the machine did before."""
+        sizes = [1 << i for i in range(self.max_batch.bit_length()) if 1 << i <= self.max_batch]
+        if len(sizes) < 2:
+            return
+        record = StudyRecord(study)
+        limit = self.memory_limit or _device_memory(self.device)
+        for done, chosen in enumerate(choice.tiers):
+            plan, metrics = chosen.item.plan, chosen.metrics
+            measured = {p.batch: p for p in record.batch_curve(plan)}
+            last: BatchPoint | None = None
+            for batch in sizes:
+                point = measured.get(batch)
+                if point is None:
+                    if last is not None:
+                        activations = (last.peak_bytes - metrics.weight_bytes) / last.batch
+                        if metrics.weight_bytes + activations * batch > limit:
+                            break  # the next size would not fit: the curve ends here
+                    expected = metrics.latency_s * batch * 1.5 + (metrics.build_s or 0.0)
+                    if not deadline.allows(expected):
+                        deadline.cut(
+                            f"batch curves: {len(choice.tiers) - done} of "
+                            f"{len(choice.tiers)} tiers not measured past batch "
+                            f"{last.batch if last else 0}"
+                        )
+                        return
+                    if deadline.progress is not None:
+                        deadline.progress("batch curves", done, len(choice.tiers))
+                    point = self._time_batch(plan, batch)
+                    record.set_batch_point(plan, point)
+                last = point
+                if point.peak_bytes > limit:
+                    break
+
+    def _time_batch(self, plan: PipelinePlan, batch: int) -> BatchPoint:
+        """One call of ``batch`` images of ``plan``: its peak memory from a one-step call
+        (which also builds what a new input shape needs), then its seconds at the plan's
+        steps."""
+        from autoq.backends import weight_bytes
+        from autoq.device import PeakMemory
+        from autoq.pipeline import assemble, module_components
+
+        pipe = assemble(self.cache, plan)
+        images = [self.evalset.image(i) for i in range(batch)]
+        with PeakMemory(self.device) as peak:
+            generate_batch(pipe, images, 1, self.guidance, self.size)
+        weights = sum(weight_bytes(m) for m in module_components(pipe).values())
+        began = time.perf_counter()
+        generate_batch(pipe, images, plan.steps, self.guidance, self.size)
+        synchronize(self.device)
+        seconds = time.perf_counter() - began
+        log.info("batch_timed", plan=plan.describe(), batch=batch, seconds=round(seconds, 3))
+        return BatchPoint(batch=batch, seconds=seconds, peak_bytes=weights + peak.peak_bytes)
 
     def line_up(self, study: optuna.Study, deadline: Deadline) -> None:
         """Time the reference and every plan tiers are chosen from (`candidates`), at its
@@ -703,3 +768,16 @@ class Evaluator:
 def _same(a: Sequence[Image], b: Sequence[Image]) -> bool:
     psnr, _ = fidelity(a, b)
     return min(psnr) >= SAME_IMAGE_PSNR
+
+
+def _device_memory(device: torch.device) -> int:
+    """What a generation on ``device`` may use at most: the GPU's memory, or the memory
+    this process may have (its cgroup limit, else the host's)."""
+    import psutil
+    import torch
+
+    from autoq.device import effective_memory_limit
+
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return effective_memory_limit() or int(psutil.virtual_memory().total)

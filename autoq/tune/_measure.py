@@ -153,6 +153,31 @@ def generate(
     return result.images[0]
 
 
+def generate_batch(
+    pipe: DiffusionPipeline,
+    images: Sequence[tuple[str, int]],
+    steps: int,
+    guidance_scale: float,
+    size: tuple[int, int] | None = None,
+) -> list[Image]:
+    """``(prompt, seed)`` images as one pipeline call, each with its own CPU generator
+    (the images `generate` gives them one at a time, up to float rounding)."""
+    import torch
+
+    kwargs: dict[str, Any] = {}
+    if size is not None:
+        kwargs["height"], kwargs["width"] = size
+    with torch.no_grad():
+        result = pipe(
+            [prompt for prompt, _ in images],
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=[torch.Generator("cpu").manual_seed(seed) for _, seed in images],
+            **kwargs,
+        )
+    return list(result.images)
+
+
 def _to_tensor(images: Sequence[Image]) -> torch.Tensor:
     import numpy as np
     import torch

@@ -122,6 +122,8 @@ class Tuner(Search):
             workdir=workdir,
             reference_plan=self.reference_plan,
             size=self.size,
+            max_batch=config.max_batch,
+            memory_limit=config.max_memory_bytes,
         )
 
     # -- measurement ---------------------------------------------------------------

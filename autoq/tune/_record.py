@@ -17,6 +17,7 @@ Study attributes:
 - ``race``: `RaceState`; ``side_by_side`` and ``step_dial_timing``: `Timings`;
 - ``scheduler_aliases``: per step count, the scheduler standing for each;
 - ``curve:<plan key>:<steps>``: a tier's `CurvePoint`;
+- ``batch:<plan key>:<batch size>``: a tier's `BatchPoint`;
 - ``conditions``: `Conditions`; ``time_budget``: `TimeBudget`.
 
 Trial attributes: ``plan``, ``worker``, ``outcome``, ``twin_of``, ``pruned``, ``error``,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 __all__ = [
+    "BatchPoint",
     "Conditions",
     "CurvePoint",
     "Evidence",
@@ -152,6 +154,15 @@ class CurvePoint(_Value):
     seconds: list[float]
 
 
+class BatchPoint(_Value):
+    """A tier's plan timed as one call of ``batch`` prompts (each its own seed), with the
+    call's peak memory: a point of its batch curve."""
+
+    batch: int = Field(ge=1)
+    seconds: float = Field(gt=0)
+    peak_bytes: int = Field(ge=0)
+
+
 class RaceState(_Value):
     """The races so far: the last trial number weighed and the trials picked, in order."""
 
@@ -221,6 +232,10 @@ def _extension(trial: int) -> str:
 
 def _curve_prefix(key: str) -> str:
     return f"curve:{key}:"
+
+
+def _batch_prefix(key: str) -> str:
+    return f"batch:{key}:"
 
 
 class StudyView:
@@ -313,6 +328,14 @@ class StudyView:
             CurvePoint.model_validate(raw) for k, raw in self.attrs.items() if k.startswith(prefix)
         ]
 
+    def batch_curve(self, plan: PipelinePlan) -> list[BatchPoint]:
+        """Every point of ``plan``'s batch curve measured so far, by batch size."""
+        prefix = _batch_prefix(plan_key(plan))
+        points = [
+            BatchPoint.model_validate(v) for k, v in self.attrs.items() if k.startswith(prefix)
+        ]
+        return sorted(points, key=lambda p: p.batch)
+
     def conditions(self) -> Conditions | None:
         raw = self.attrs.get(_CONDITIONS)
         return Conditions.model_validate(raw) if raw else None
@@ -367,6 +390,9 @@ class StudyRecord(StudyView):
 
     def set_curve_point(self, plan: PipelinePlan, point: CurvePoint) -> None:
         self._set(f"{_curve_prefix(plan_key(plan))}{point.steps}", point)
+
+    def set_batch_point(self, plan: PipelinePlan, point: BatchPoint) -> None:
+        self._set(f"{_batch_prefix(plan_key(plan))}{point.batch}", point)
 
     def set_conditions(self, conditions: Conditions) -> None:
         self._set(_CONDITIONS, conditions)

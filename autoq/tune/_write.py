@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from autoq._logging import get_logger
 from autoq.errors import ConfigError
 from autoq.pipeline import PipelinePlan
+from autoq.profile import BatchPoint as ProfileBatchPoint
 from autoq.profile import (
+    Constraints,
     ModelIdentity,
     Profile,
     StudyInfo,
@@ -23,7 +26,7 @@ from autoq.profile import TrialState as TrialStateName
 from autoq.tune._choice import choose
 from autoq.tune._evidence import assess, evalset_of, tier_curve, tune_conditions
 from autoq.tune._optuna import open_storage, redact
-from autoq.tune._record import StudyRecord, TimeBudget, TrialRecord, WorkFolder
+from autoq.tune._record import BatchPoint, StudyRecord, TimeBudget, TrialRecord, WorkFolder
 from autoq.tune._tiers import tier_names
 
 if TYPE_CHECKING:
@@ -101,6 +104,7 @@ def write_study_profile(
         curve, min_steps = tier_curve(
             view, chosen, choice.constraints, choice.step_dial(chosen.item.plan)
         )
+        batches, max_batch = _batch_curve(view.batch_curve(chosen.item.plan), choice.constraints)
         tiers.append(
             Tier(
                 name=name,
@@ -111,6 +115,8 @@ def write_study_profile(
                 cheapest_in=chosen.cheapest_in,
                 steps_curve=curve,
                 min_steps=min_steps,
+                batch_curve=batches,
+                max_batch=max_batch,
             )
         )
     reference_plan = stored.plan
@@ -262,3 +268,17 @@ def export_profile(storage: str, study_name: str, profiles_dir: Path) -> TuneRes
     workdir = Path(view.workdir() or profiles_dir / slug)
     path, profile = write_study_profile(study, storage, workdir, profiles_dir / f"{slug}.json")
     return TuneResult(path, profile, interrupted=False)
+
+
+def _batch_curve(
+    points: Sequence[BatchPoint], constraints: Constraints
+) -> tuple[list[ProfileBatchPoint], int | None]:
+    """A tier's batch curve for the profile, and the largest measured batch within the
+    memory limit (``None`` with fewer than two sizes measured: nothing to go by)."""
+    curve = [
+        ProfileBatchPoint(batch_size=p.batch, latency_s=p.seconds, peak_memory_bytes=p.peak_bytes)
+        for p in points
+    ]
+    limit = constraints.max_memory_bytes
+    fits = [p.batch for p in points if limit is None or p.peak_bytes <= limit]
+    return curve, (max(fits, default=1) if len(points) >= 2 else None)

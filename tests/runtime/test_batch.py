@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from autoq.errors import ConfigError
+from autoq.profile import BatchPoint
 from autoq.runtime import AdaptivePipeline, DefaultPolicy, ScriptedMonitor, Signals
 from autoq.runtime._batch import Batcher, Request, batch_key
 from tests.runtime.conftest import MiB, make_profile
@@ -177,3 +178,34 @@ def test_a_released_slot_goes_to_the_oldest_waiter() -> None:
         thread.join(timeout=5)
     assert order == ["a", "b", "c", "holder"]
     assert not FairSlots(0).acquire(timeout=0.01)  # a timed-out waiter leaves the line
+
+
+def test_a_batch_larger_than_the_tier_measured_runs_in_calls_it_fits() -> None:
+    """The profile says the quality tier fits batches of 2: four requests gathered
+    together run as two calls of two, each image still its own."""
+    profile = make_profile()
+    quality = profile.tiers[0].model_copy(
+        update={
+            "batch_curve": [
+                BatchPoint(batch_size=1, latency_s=0.3, peak_memory_bytes=300 * MiB),
+                BatchPoint(batch_size=2, latency_s=0.45, peak_memory_bytes=420 * MiB),
+            ],
+            "max_batch": 2,
+        }
+    )
+    profile = profile.model_copy(update={"tiers": [quality, *profile.tiers[1:]]})
+    pipe = AdaptivePipeline.from_profile(
+        profile,
+        monitor=ScriptedMonitor([Signals(available_memory_bytes=10_000 * MiB)]),
+        policy=DefaultPolicy(dwell_s=3600),
+        device="cpu",
+        max_batch=4,
+        batch_wait_s=5.0,
+    )
+    seeds = [1, 2, 3, 4]
+    outputs = _together(pipe, [_request(f"shape {s}", s, tier="quality") for s in seeds])
+    assert [o.batch_size for o in outputs] == [2, 2, 2, 2]
+    assert pipe.metrics.snapshot()["batches"] == {2: 2}
+    alone = _pipe()
+    single = alone(**_request("shape 3", 3, tier="quality"))
+    assert _psnr(outputs[2].images[0], single.images[0]) >= 40.0

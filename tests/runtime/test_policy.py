@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -70,6 +71,40 @@ def test_predicted_completion_is_cost_times_requests_ahead_per_slot() -> None:
     assert predict_latency(0.5, ahead=0) == 0.5
     assert predict_latency(0.5, ahead=3) == 2.0
     assert predict_latency(0.5, ahead=3, slots=2) == 1.0
+    assert predict_latency(0.8, ahead=7, batch=4) == 1.6  # two calls of four
+
+
+# One call of 1, 2 and 4 requests: 0.2, 0.3 and 0.5 s (measured together).
+BATCHING = TierView(
+    "quality", 300 * MiB, 100 * MiB, 0.20, clip_score=30, steps=20,
+    batch_curve=((1, 0.2, 300 * MiB), (2, 0.3, 400 * MiB), (4, 0.5, 600 * MiB)), max_batch=4,
+)  # fmt: skip
+
+
+def test_a_batch_costs_what_its_curve_measured_and_n_requests_without_one() -> None:
+    assert BATCHING.batch_factor(1) == 1.0
+    assert BATCHING.batch_factor(2) == pytest.approx(1.5)
+    assert BATCHING.batch_factor(3) == pytest.approx(2.0)  # between 2 and 4
+    assert BATCHING.batch_factor(8) == pytest.approx(5.0)  # past 4: 0.125 s per image
+    assert BATCHING.cost(10, batch=4) == pytest.approx(0.25)  # half the steps
+    plain = TIERS[0]
+    assert plain.batch_factor(4) == 4.0  # no gain assumed that was not measured
+    assert BATCHING.batch_limit(8) == 4 and plain.batch_limit(8) == 8
+    # Seven ahead, batches of 4: two calls of 0.5 s; alone, eight calls of 0.2 s.
+    assert BATCHING.completion(None, None, ahead=7, max_batch=4) == pytest.approx(1.0)
+    assert BATCHING.completion(None, None, ahead=7) == pytest.approx(1.6)
+    assert BATCHING.completion(None, None, ahead=0, max_batch=4) == pytest.approx(0.2)
+
+
+def test_under_load_a_tier_that_batches_well_keeps_the_slo() -> None:
+    """Six waiting: batched four at a time the quality tier finishes in 2 x 0.5 s; one
+    at a time it would take 7 x 0.2 s, and the policy would have to step down."""
+    minimal = TierView("minimal", 60 * MiB, 20 * MiB, 0.12, clip_score=28, steps=20)
+    policy = DefaultPolicy(slo_s=1.2, dwell_s=0)
+    loaded = mem(10_000, queue_depth=6)
+    batched = policy.decide([BATCHING, minimal], 0, replace(loaded, max_batch=4), 0.0)
+    alone = policy.decide([BATCHING, minimal], 0, loaded, 0.0)
+    assert (batched.tier, alone.tier) == (0, 1)
 
 
 # The committed shapes profile's shape: list order is not cost order. The best-quality
@@ -184,3 +219,20 @@ def test_under_sustained_arrivals_the_tier_must_keep_up_not_only_meet_the_slo() 
     assert served(0.5) == ("quality", 20)  # 0.5/s x 1.0 s: half busy
     assert served(2.0) == ("quality", 9)  # 2/s x 0.45 s = 0.9 of the slot
     assert served(3.0) == ("minimal", 10)  # 3/s x 0.2 s; quality at 8 steps: 1.2
+
+
+def test_a_tier_that_builds_per_shape_runs_alone_unless_its_batches_were_measured() -> None:
+    from autoq.profile import BatchPoint
+    from autoq.runtime import tier_views
+    from tests.runtime.conftest import make_profile
+
+    plain = make_profile().tiers[0]
+    compiled = plain.model_copy(
+        update={"plan": plain.plan.model_copy(update={"execution": {"unet": "compile"}})}
+    )
+    curve = [BatchPoint(batch_size=n, latency_s=0.1 * n, peak_memory_bytes=MiB) for n in (1, 2)]
+    measured = compiled.model_copy(update={"batch_curve": curve, "max_batch": 2})
+    views = tier_views([plain, compiled, measured])
+    # A new batch size would compile again while requests wait: one at a time.
+    assert [v.max_batch for v in views] == [None, 1, 2]
+    assert views[2].batch_curve == ((1, 0.1, MiB), (2, 0.2, MiB))

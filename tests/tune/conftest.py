@@ -21,6 +21,8 @@ FAST: dict[str, Any] = {
     # differ between machines and runs. The default (gp-tpe) is tested in test_study.py
     # and by the families' short tunes.
     "sampler": "tpe",
+    # Batch curves cost a few generations per tier: `test_measure.py` measures them.
+    "max_batch": 1,
     # Torch only: converting to OpenVINO costs seconds per plan; `test_space.py` and
     # `test_a_tune_searches_openvino_and_records_its_build_cost` cover execution.
     "executions": ("eager",),

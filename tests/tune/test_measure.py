@@ -409,8 +409,9 @@ def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path, ca
     from tests.tune.conftest import fast_config
 
     config = fast_config(  # screen 2 images, race to 4
-        tmp_path, trials=4, tiers=3, steps=(2, 4), precisions=("fp32", "bnb_nf4", "quanto_int8")
-    )
+        tmp_path, trials=4, tiers=3, steps=(2, 4), precisions=("fp32", "bnb_nf4", "quanto_int8"),
+        max_batch=4,
+    )  # fmt: skip
     with caplog.at_level("WARNING", logger="autoq"):
         result = tune(config)
     events = [getattr(r, "autoq_event", {}).get("event") for r in caplog.records]
@@ -429,6 +430,10 @@ def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path, ca
         steps = [p.steps for p in tier.steps_curve]
         assert len(steps) >= 2 and steps == sorted(steps) and tier.plan.steps in steps
         assert tier.min_steps is not None and tier.min_steps <= tier.plan.steps
+        # Batch curves: 1, 2, 4 in one call each; activations grow with the batch.
+        assert [p.batch_size for p in tier.batch_curve] == [1, 2, 4] and tier.max_batch == 4
+        peaks = [p.peak_memory_bytes for p in tier.batch_curve]
+        assert tier.metrics.weight_bytes < peaks[0] < peaks[-1]
     measured = [p for p in profile.trials if p.state == "complete"]
     assert measured and all(p.plan is not None for p in profile.trials)
     assert all(len(p.scores) == p.n_images >= 2 for p in measured)
@@ -439,6 +444,7 @@ def test_a_tune_keeps_intervals_evidence_step_curves_and_conditions(tmp_path, ca
     )
     assert [t.plan for t in exported.profile.tiers] == [t.plan for t in profile.tiers]
     assert [t.steps_curve for t in exported.profile.tiers] == [t.steps_curve for t in profile.tiers]
+    assert [t.batch_curve for t in exported.profile.tiers] == [t.batch_curve for t in profile.tiers]
 
 
 def test_borderline_plans_that_would_widen_the_span_go_to_the_deep_set() -> None:
@@ -501,3 +507,20 @@ def test_a_tune_searches_openvino_and_records_its_build_cost(tmp_path) -> None:
     built = [t for t in tiers if t.plan.execution]
     assert built and all(t.metrics.build_s is not None and t.metrics.build_s > 0 for t in built)
     assert all(t.metrics.build_s is None for t in tiers if not t.plan.execution)
+
+
+def test_a_tiers_largest_batch_is_the_largest_measured_within_the_memory_limit() -> None:
+    from autoq.profile import Constraints
+    from autoq.tune._record import BatchPoint
+    from autoq.tune._write import _batch_curve
+
+    points = [
+        BatchPoint(batch=1, seconds=0.2, peak_bytes=100),
+        BatchPoint(batch=2, seconds=0.3, peak_bytes=150),
+        BatchPoint(batch=4, seconds=0.5, peak_bytes=250),
+    ]
+    curve, largest = _batch_curve(points, Constraints(max_memory_bytes=200))
+    assert [(p.batch_size, p.latency_s) for p in curve] == [(1, 0.2), (2, 0.3), (4, 0.5)]
+    assert largest == 2
+    assert _batch_curve(points, Constraints())[1] == 4
+    assert _batch_curve(points[:1], Constraints())[1] is None  # nothing to go by
