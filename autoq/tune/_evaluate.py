@@ -51,9 +51,9 @@ from autoq.tune._measure import (
     Run,
     fidelity,
     generate,
-    generate_batch,
     run_images,
     synchronize,
+    time_batch,
     time_side_by_side,
 )
 from autoq.tune._record import (
@@ -621,24 +621,15 @@ class Evaluator:
                     break
 
     def _time_batch(self, plan: PipelinePlan, batch: int) -> BatchPoint:
-        """One call of ``batch`` images of ``plan``: its peak memory from a one-step call
-        (which also builds what a new input shape needs), then its seconds at the plan's
-        steps."""
-        from autoq.backends import weight_bytes
-        from autoq.device import PeakMemory
-        from autoq.pipeline import assemble, module_components
+        """One call of ``batch`` images of ``plan`` (`time_batch`)."""
+        from autoq.pipeline import assemble
 
-        pipe = assemble(self.cache, plan)
-        images = [self.evalset.image(i) for i in range(batch)]
-        with PeakMemory(self.device) as peak:
-            generate_batch(pipe, images, 1, self.guidance, self.size)
-        weights = sum(weight_bytes(m) for m in module_components(pipe).values())
-        began = time.perf_counter()
-        generate_batch(pipe, images, plan.steps, self.guidance, self.size)
-        synchronize(self.device)
-        seconds = time.perf_counter() - began
+        images = [self.evalset.image(i % self.evalset.size) for i in range(batch)]
+        seconds, peak = time_batch(
+            assemble(self.cache, plan), images, plan.steps, self.guidance, self.size, self.device
+        )
         log.info("batch_timed", plan=plan.describe(), batch=batch, seconds=round(seconds, 3))
-        return BatchPoint(batch=batch, seconds=seconds, peak_bytes=weights + peak.peak_bytes)
+        return BatchPoint(batch=batch, seconds=seconds, peak_bytes=peak)
 
     def line_up(self, study: optuna.Study, deadline: Deadline) -> None:
         """Time the reference and every plan tiers are chosen from (`candidates`), at its

@@ -46,10 +46,12 @@ __all__ = [
     "TooSlowError",
     "fidelity",
     "generate",
+    "generate_batch",
     "p90",
     "run_images",
     "summarize",
     "synchronize",
+    "time_batch",
     "time_side_by_side",
 ]
 
@@ -176,6 +178,30 @@ def generate_batch(
             **kwargs,
         )
     return list(result.images)
+
+
+def time_batch(
+    pipe: DiffusionPipeline,
+    images: Sequence[tuple[str, int]],
+    steps: int,
+    guidance_scale: float,
+    size: tuple[int, int] | None,
+    device: torch.device,
+) -> tuple[float, int]:
+    """Seconds of one call of ``images`` at ``steps``, and its peak bytes (weights plus
+    activations), from a one-step call of the same batch first: it has the same activation
+    peak and builds whatever a new input shape needs (compiled kernels, OpenVINO models)."""
+    from autoq.backends import weight_bytes
+    from autoq.device import PeakMemory
+    from autoq.pipeline import module_components
+
+    with PeakMemory(device) as peak:
+        generate_batch(pipe, images, 1, guidance_scale, size)
+    weights = sum(weight_bytes(m) for m in module_components(pipe).values())
+    began = time.perf_counter()
+    generate_batch(pipe, images, steps, guidance_scale, size)
+    synchronize(device)
+    return time.perf_counter() - began, weights + peak.peak_bytes
 
 
 def _to_tensor(images: Sequence[Image]) -> torch.Tensor:

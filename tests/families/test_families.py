@@ -164,6 +164,7 @@ def test_short_tune_has_no_failed_trial_and_every_tier_generates(
         profiles_dir=tmp_path / "profiles",
         device="cpu",
         seed=0,
+        max_batch=2,  # every family's pipeline takes a batch of prompts, seeds apart
     )
     result = tune(config)
     states = [t.state for t in result.profile.trials]
@@ -171,6 +172,7 @@ def test_short_tune_has_no_failed_trial_and_every_tier_generates(
     assert result.profile.study.trials_failed == 0
     assert states.count("complete") >= 2, states  # something was measured, not all pruned
     assert result.profile.tiers
+    assert all([p.batch_size for p in t.batch_curve] == [1, 2] for t in result.profile.tiers)
     runtime = AdaptivePipeline.from_profile(result.path, allow_mismatch=False)
     for tier in result.profile.tiers:
         output = runtime(FAMILY_PROMPTS[0], tier=tier.name, output_type="np")

@@ -22,6 +22,8 @@ FAST = [
     "2",
     "--device",
     "cpu",
+    "--max-batch",  # batch curves: tests/tune/test_measure.py
+    "1",
 ]
 POSTGRES = "postgresql://root@127.0.0.1:5432/test"
 
