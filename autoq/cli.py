@@ -491,6 +491,11 @@ def serve(
     drain_timeout: int = typer.Option(
         30, help="On SIGTERM/SIGINT, seconds to let in-flight requests finish."
     ),
+    tier: list[str] | None = typer.Option(
+        None,
+        help="Serve only this tier (repeatable): its components are built at start and "
+        "the model's full-precision weights it does not use are released.",
+    ),
 ) -> None:
     """Serve the adaptive runtime over HTTP (POST /generate, /tiers, /metrics, /docs)."""
     import ipaddress
@@ -531,6 +536,7 @@ def serve(
         warm_all=warm_all,
         body_timeout_s=body_timeout,
         max_batch=max_batch,
+        tiers=tier or None,
     )
     run_server(
         application,

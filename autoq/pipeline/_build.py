@@ -51,6 +51,8 @@ class ComponentCache:
         self._entries: OrderedDict[ComponentKey, tuple[nn.Module, int]]
         self._entries = OrderedDict()
         self._lock = threading.Lock()
+        self._kept: set[ComponentKey] = set()
+        self._released: set[str] = set()
         self.hits = 0
         self.misses = 0
 
@@ -114,6 +116,12 @@ class ComponentCache:
                 self.hits += 1
                 return self._entries[key][0]
             self.misses += 1
+            if component in self._released:
+                raise ConfigError(
+                    f"{component} in {precision} was not built before its full-precision "
+                    "weights were released (`keep_only`): this process serves only the "
+                    "tiers it was started with."
+                )
             base = self._modules[component]
             if precision == "fp32" and not protect and _is_fp32(base):
                 module = base  # the reference: no copy needed
@@ -135,15 +143,54 @@ class ComponentCache:
         """Under the lock: drop least recently used entries while over ``max_bytes``.
         An executed or flagged component that shares its stored form's weights counts
         nothing of its own."""
-        while sum(s for _, s in self._entries.values()) > self.max_bytes and len(self._entries) > 1:
-            self._entries.popitem(last=False)
+        while sum(s for _, s in self._entries.values()) > self.max_bytes:
+            key = next((k for k in self._entries if k not in self._kept), None)
+            if key is None or len(self._entries) <= 1:
+                return
+            del self._entries[key]
 
     def retain(self, keys: set[ComponentKey]) -> None:
-        """Drop every cached component except ``keys`` and the stored forms they build on."""
-        stored = {(c, p, protect, "eager", ()) for c, p, protect, _, _ in keys}
+        """Drop every cached component except ``keys``, the stored forms they build on and
+        what `keep_only` keeps."""
+        keep = keys | _stored_forms(keys) | self._kept
         with self._lock:
-            for key in [k for k in self._entries if k not in keys | stored]:
+            for key in [k for k in self._entries if k not in keep]:
                 del self._entries[key]
+
+    def keep_only(self, keys: set[ComponentKey]) -> int:
+        """Build ``keys``, keep them (and their stored forms) for good, and release the
+        base pipeline's weights of every component the keys store only in other
+        precisions: a process serving only these components then holds no full-precision
+        master. Building any other form of a released component is a `ConfigError`.
+
+        Returns:
+            The bytes of base weights released.
+        """
+        from autoq.backends import weight_bytes
+
+        with self._lock:
+            self._kept = keys | _stored_forms(keys)  # from the first built on: no eviction
+        for key in keys:
+            self.get(*key)
+        named = {c for c, _, _, _, _ in keys}
+        needed = {c for c, precision, _, _, _ in keys if precision == "fp32"}
+        needed |= set(self._modules) - named  # used as the base pipeline has it
+        released = 0
+        with self._lock:
+            for key in [k for k in self._entries if k not in self._kept]:
+                del self._entries[key]
+            for component, module in self._modules.items():
+                if component in needed or component in self._released:
+                    continue
+                released += weight_bytes(module)
+                module.to("meta")  # frees the storage; the structure stays for diffusers
+                self._released.add(component)
+        return released
+
+
+def _stored_forms(keys: set[ComponentKey]) -> set[ComponentKey]:
+    """The stored (eager, no tools) keys that ``keys`` are built from."""
+    return {(c, p, protect, "eager", ()) for c, p, protect, _, _ in keys}
 
 
 def _is_fp32(module: nn.Module) -> bool:

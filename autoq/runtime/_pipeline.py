@@ -147,6 +147,7 @@ class AdaptivePipeline:
         policy: Policy | None = None,
         device: torch.device | str | None = None,
         allow_mismatch: bool = False,
+        tiers: Sequence[str] | None = None,
         **options: Any,
     ) -> AdaptivePipeline:
         """Load ``profile`` (object, file or directory) and its model, offline.
@@ -159,6 +160,10 @@ class AdaptivePipeline:
             policy: Tier policy (default: `DefaultPolicy`).
             device: Where to generate (default: CUDA if available, else CPU).
             allow_mismatch: Accept a profile tuned on another device (logged as a warning).
+            tiers: Serve only these tiers: their components are built at once and the
+                model's full-precision weights that none of them uses are released, so
+                the process holds what these tiers need (an OOM on the last of them is an
+                `OutOfMemoryError`). ``None``: every tier, built as needed.
             **options: ``cooldown_s`` after an OOM, ``max_concurrency`` generations.
 
         Raises:
@@ -166,7 +171,8 @@ class AdaptivePipeline:
             ModelMismatchError: The profile's model folder now holds other weights
                 (content hash or pipeline class differs; never allowed).
             ModelNotFoundError: The profile's model cannot be loaded here.
-            ConfigError: No profile (of ``model``) found.
+            ConfigError: No profile (of ``model``) found, or a name in ``tiers`` is not
+                one of its tiers.
         """
 
         from autoq.backends._quiet import silence_libraries
@@ -175,12 +181,14 @@ class AdaptivePipeline:
 
         if not isinstance(profile, Profile):
             profile = load_profile(profile, model=model, allow_mismatch=allow_mismatch)
+        if tiers is not None:
+            profile = _only_tiers(profile, tiers)
         resolved = resolve_device(device)
         silence_libraries()
         folder = check_identity(profile.model)
         base = load_pipeline(folder).to(resolved)
         base.set_progress_bar_config(disable=True)
-        return cls(
+        pipe = cls(
             profile,
             base,
             monitor=monitor or SystemMonitor(resolved),
@@ -188,6 +196,12 @@ class AdaptivePipeline:
             device=resolved,
             **options,
         )
+        if tiers is not None:
+            keys = set().union(*(t.plan.component_keys() for t in profile.tiers))
+            released = pipe._cache.keep_only(keys)
+            release_memory(resolved)
+            log.info("master_released", tiers=list(tiers), released_bytes=released)
+        return pipe
 
     # -- public state ------------------------------------------------------------------
 
@@ -644,3 +658,12 @@ def _default_size(base: DiffusionPipeline, profile: Profile) -> tuple[int, int]:
         sample = sample[0]
     side = int(sample) * int(getattr(base, "vae_scale_factor", 8))
     return side, side
+
+
+def _only_tiers(profile: Profile, names: Sequence[str]) -> Profile:
+    """``profile`` with only the tiers ``names`` (in the profile's order)."""
+    known = [t.name for t in profile.tiers]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ConfigError(f"Unknown tier(s) {unknown or list(names)}; valid: {known}.")
+    return profile.model_copy(update={"tiers": [t for t in profile.tiers if t.name in names]})

@@ -16,7 +16,7 @@ import hmac
 import io
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +174,7 @@ def create_app(
     warm_all: bool = False,
     body_timeout_s: float = 10.0,
     max_batch: int = 1,
+    tiers: Sequence[str] | None = None,
 ) -> FastAPI:
     """Build the HTTP service.
 
@@ -194,7 +195,9 @@ def create_app(
         body_timeout_s: A request body not received within this many seconds gets 408.
         max_batch: Compatible requests that may run as one pipeline call (each with its
             own seed: the image it would get alone); 1 runs each alone. A ready
-            ``source`` brings its own. Admission still predicts each request as if alone.
+            ``source`` brings its own.
+        tiers: Serve only these tiers of a profile, holding only what they need
+            (`AdaptivePipeline.from_profile`); a ready ``source`` brings its own.
 
     Raises:
         ConfigError: A limit is not positive, or the API key is not printable ASCII.
@@ -224,6 +227,7 @@ def create_app(
             max_concurrency=workers,
             max_batch=max_batch,
             allow_mismatch=allow_mismatch,
+            tiers=tiers,
         )
     )
     dispatcher = Dispatcher(pipe, max_queue=max_queue, slo_s=slo_s, workers=workers)
@@ -234,8 +238,8 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Warm in the background: /healthz answers at once, /readyz once warm.
         built = [t.name for t in pipe.tiers if t.metrics.build_s is not None]
-        tiers = names if warm_all else list(dict.fromkeys([pipe.tier.name, *built]))
-        dispatcher.warm(tiers).add_done_callback(_log_warm_failure)
+        warming = names if warm_all else list(dict.fromkeys([pipe.tier.name, *built]))
+        dispatcher.warm(warming).add_done_callback(_log_warm_failure)
         yield
         dispatcher.shutdown()
 
@@ -276,7 +280,7 @@ def create_app(
         )
 
     @app.get("/tiers", response_model=TiersResponse)
-    async def tiers() -> TiersResponse:
+    async def list_tiers() -> TiersResponse:
         return TiersResponse(
             current=pipe.tier.name,
             tiers=[

@@ -84,3 +84,25 @@ def test_quantized_components_are_reused_from_disk(pipe) -> None:
         a = built(sample, 5, encoder_hidden_states=context).sample
         b = reloaded(sample, 5, encoder_hidden_states=context).sample
     assert torch.equal(a, b)
+
+
+def test_keeping_only_some_forms_releases_the_master_weights_they_do_not_use() -> None:
+    """A process serving bf16 UNet and text encoder beside the fp32 VAE drops the fp32
+    UNet and text encoder it loaded; what it kept still generates."""
+    from autoq.backends import weight_bytes
+    from autoq.zoo import load_pipeline
+
+    base = load_pipeline("shapes")  # its own: the release changes it
+    fp32_bytes = {c: weight_bytes(m) for c, m in module_components(base).items()}
+    cache = ComponentCache(base, max_bytes=1)  # kept forms outlive any budget
+    plan = PipelinePlan(precisions={"unet": "bf16", "text_encoder": "bf16", "vae": "fp32"}, steps=2)
+    released = cache.keep_only(plan.component_keys())
+    assert released == fp32_bytes["unet"] + fp32_bytes["text_encoder"]
+    assert base.unet.device.type == "meta" and base.text_encoder.device.type == "meta"
+    assert next(base.vae.parameters()).device.type == "cpu"  # used as it is
+    kept = assemble(cache, plan)
+    assert kept.unet is cache.get("unet", "bf16")  # not evicted, not rebuilt
+    image = kept("a red circle", num_inference_steps=2, output_type="np").images[0]
+    assert image.shape[-1] == 3 and float(abs(image).sum()) > 0
+    with pytest.raises(ConfigError, match="released"):
+        cache.get("unet", "ao_int8wo")

@@ -9,7 +9,7 @@ import psutil
 import pytest
 import torch
 
-from autoq.errors import ModelMismatchError, OutOfMemoryError, ProfileMismatchError
+from autoq.errors import ConfigError, ModelMismatchError, OutOfMemoryError, ProfileMismatchError
 from autoq.runtime import AdaptivePipeline, DefaultPolicy, ScriptedMonitor, Signals, SystemMonitor
 from tests.runtime.conftest import MiB, make_profile
 
@@ -289,3 +289,24 @@ def test_latency_statistics_stay_bounded_after_many_requests() -> None:
     assert snap["requests"] == {"quality": 27_500, "minimal": 27_500}
     stats = snap["latency_s"]["quality"]
     assert stats["count"] == 27_500 and 0.1 <= stats["p50"] <= 0.16 and stats["max"] == 0.16
+
+
+def test_a_runtime_serving_some_tiers_holds_only_what_they_need() -> None:
+    from autoq.pipeline import module_components
+
+    monitor = ScriptedMonitor([Signals(available_memory_bytes=10_000 * MiB)])
+    pipe = AdaptivePipeline.from_profile(
+        make_profile(), monitor=monitor, device="cpu", tiers=["minimal"]
+    )
+    assert [t.name for t in pipe.tiers] == ["minimal"] and pipe.tier.name == "minimal"
+    # minimal stores the UNet in bnb_nf4 and the text encoder in bnb_int8: their fp32
+    # weights are gone; the fp32 VAE is used as loaded.
+    base = module_components(pipe._cache.base)
+    released = {c for c, m in base.items() if next(m.parameters()).device.type == "meta"}
+    assert released == {"unet", "text_encoder"}
+    out = pipe("a red circle", generator=torch.Generator().manual_seed(0))
+    assert out.tier == "minimal" and out.images[0].size[0] > 0
+    with pytest.raises(ConfigError, match=r"Unknown tier\(s\) \['turbo'\]"):
+        AdaptivePipeline.from_profile(
+            make_profile(), monitor=monitor, device="cpu", tiers=["turbo"]
+        )
