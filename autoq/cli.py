@@ -496,6 +496,11 @@ def serve(
         help="Serve only this tier (repeatable): its components are built at start and "
         "the model's full-precision weights it does not use are released.",
     ),
+    worker_process: bool = typer.Option(
+        True,
+        "--worker-process/--in-process",
+        help="Generate in a worker process, where the HTTP front end cannot slow it.",
+    ),
 ) -> None:
     """Serve the adaptive runtime over HTTP (POST /generate, /tiers, /metrics, /docs)."""
     import ipaddress
@@ -537,6 +542,7 @@ def serve(
         body_timeout_s=body_timeout,
         max_batch=max_batch,
         tiers=tier or None,
+        worker_process=worker_process,
     )
     run_server(
         application,

@@ -3,6 +3,7 @@ writes for this machine (``profiles/``, where `load_profile` picks this device's
 ``--profile`` for another).
 
     OMP_NUM_THREADS=1 python benchmarks/load.py load [--seconds 60] [--slo SECONDS]
+    OMP_NUM_THREADS=1 python benchmarks/load.py burst [--seconds 15] [--clients 16]
     OMP_NUM_THREADS=1 python benchmarks/load.py squeeze [--seconds 40]
 
 ``load`` starts `autoq serve` on a loopback port, measures what the best-quality tier
@@ -13,9 +14,13 @@ option whose solo latency sustains the offered rate, else the fastest). Reports 
 attainment (share of offered requests answered 200 within the SLO), goodput,
 completed/s, p50/p95, rejections, lost requests and adaptive goodput / oracle goodput.
 
+``burst`` starts the server twice, generating in a worker process and in its own, and
+runs one closed-loop client, then ``--clients`` (each re-posts as soon as it is answered),
+for ``--seconds`` each: images served and 503s answered per second, served latency.
+
 ``squeeze`` runs the runtime in-process while another thread allocates real memory
 (numpy, touched) in steps and frees it, and counts switches, OOM retries and requests lost.
-Results: benchmarks/results/load.json and squeeze.json.
+Results: benchmarks/results/load.json, burst.json and squeeze.json.
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(profile: str, port: int, slo: float, max_queue: int) -> subprocess.Popen[bytes]:
+def start(
+    profile: str, port: int, slo: float, max_queue: int, *extra: str
+) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
         [
             sys.executable,
@@ -69,6 +76,7 @@ def start(profile: str, port: int, slo: float, max_queue: int) -> subprocess.Pop
             "--warm-all",
             "--device",
             "cpu",
+            *extra,
         ],
     )
     deadline = time.monotonic() + 300
@@ -218,6 +226,68 @@ def run_load(args: argparse.Namespace) -> dict:
     return report
 
 
+# -- burst: closed-loop clients -------------------------------------------------------
+
+
+async def closed_loop(url: str, clients: int, seconds: float) -> list[dict]:
+    """``clients`` each re-post as soon as they are answered, for ``seconds``."""
+    results: list[dict] = []
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def one(number: int) -> None:
+            i = 0
+            while time.perf_counter() < stop:
+                begin = time.perf_counter()
+                body = {"prompt": PROMPT, "seed": 1000 * number + i}
+                try:
+                    code = (await client.post("/generate", json=body)).status_code
+                except httpx.HTTPError:
+                    code = -1
+                results.append({"code": code, "s": time.perf_counter() - begin})
+                i += 1
+
+        await asyncio.gather(*(one(n) for n in range(clients)))
+    return results
+
+
+def run_burst(args: argparse.Namespace) -> dict:
+    """Closed-loop clients against the server, generation in a worker process and in
+    the server's own: images served per second, answered 503 per second, and the served
+    requests' latency; one client alone first, as the reference."""
+    from autoq.profile import load_profile
+
+    profile = load_profile(args.profile, allow_mismatch=args.allow_mismatch)
+    best_tier = max(profile.tiers, key=lambda t: t.metrics.clip_score)
+    slo = args.slo or round(4 * best_tier.metrics.latency_s, 2)
+    extra = ["--allow-mismatch"] if args.allow_mismatch else []
+    report: dict[str, object] = {
+        "profile": args.profile, "slo_s": slo, "seconds": args.seconds,
+        "clients": args.clients, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }  # fmt: skip
+    for mode in ("--worker-process", "--in-process"):
+        port = free_port()
+        server = start(args.profile, port, slo, args.max_queue, mode, *extra)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            for clients in (1, args.clients):
+                results = asyncio.run(closed_loop(url, clients, args.seconds))
+                ok = sorted(r["s"] for r in results if r["code"] == 200)
+                row = {
+                    "served_per_s": len(ok) / args.seconds,
+                    "rejected_per_s": sum(r["code"] == 503 for r in results) / args.seconds,
+                    "p50_s": statistics.median(ok) if ok else None,
+                    "max_s": ok[-1] if ok else None,
+                }
+                report[f"{mode.strip('-')}, {clients} clients"] = row
+                print(mode, clients, json.dumps(row), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    return report
+
+
 # -- memory squeeze ------------------------------------------------------------------
 
 
@@ -298,17 +368,23 @@ def main() -> None:
     load.add_argument(
         "--load-factor", type=float, default=4.0, help="offered rate / what the best tier sustains"
     )
+    burst = sub.add_parser("burst")
+    burst.add_argument("--profile", default="profiles", help="a profile or folder")
+    burst.add_argument("--seconds", type=float, default=15)
+    burst.add_argument("--clients", type=int, default=16)
+    burst.add_argument("--slo", type=float, default=None, help="default: 4x the best tier")
+    burst.add_argument("--max-queue", type=int, default=8)
+    burst.add_argument("--allow-mismatch", action="store_true", help="a profile tuned elsewhere")
     squeeze = sub.add_parser("squeeze")
     squeeze.add_argument("--profile", default="profiles", help="a profile or folder")
     squeeze.add_argument("--seconds", type=float, default=40)
     squeeze.add_argument("--dwell", type=float, default=5)
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    report = run_load(args) if args.what == "load" else run_squeeze(args)
+    runs = {"load": run_load, "burst": run_burst, "squeeze": run_squeeze}
+    report = runs[args.what](args)
     name = (
-        args.what
-        if args.what == "squeeze" or args.load_factor == 4
-        else f"load-x{args.load_factor:g}"
+        args.what if args.what != "load" or args.load_factor == 4 else f"load-x{args.load_factor:g}"
     )
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

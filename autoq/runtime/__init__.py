@@ -6,6 +6,7 @@ from autoq.runtime._metrics import LatencyReservoir, RuntimeMetrics
 from autoq.runtime._pipeline import AdaptivePipeline, is_out_of_memory
 from autoq.runtime._policy import Decision, DefaultPolicy, Policy, RequestShape
 from autoq.runtime._signals import ResourceMonitor, ScriptedMonitor, Signals, SystemMonitor
+from autoq.runtime._worker import ProcessPipeline, WorkerError
 
 __all__ = [
     "AdaptivePipeline",
@@ -14,6 +15,7 @@ __all__ = [
     "Dispatcher",
     "LatencyReservoir",
     "Policy",
+    "ProcessPipeline",
     "RequestShape",
     "ResourceMonitor",
     "RuntimeMetrics",
@@ -21,6 +23,7 @@ __all__ = [
     "Signals",
     "SystemMonitor",
     "TierView",
+    "WorkerError",
     "is_out_of_memory",
     "predict_latency",
     "tier_views",

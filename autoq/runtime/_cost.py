@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from autoq.profile import Tier
+    from autoq.runtime._policy import RequestShape
 
-__all__ = ["TierView", "predict_latency", "tier_views"]
+__all__ = ["TierView", "predict_latency", "request_completion", "tier_views"]
 
 
 def predict_latency(cost_s: float, ahead: int, slots: int = 1, batch: int = 1) -> float:
@@ -149,6 +150,29 @@ class TierView:
             return range(0)
         floor = self.min_steps if self.curve and self.min_steps is not None else self.steps
         return range(self.steps, min(floor, self.steps) - 1, -1)
+
+
+def request_completion(
+    views: Sequence[TierView],
+    indices: Sequence[int],
+    shape: RequestShape,
+    ahead: int,
+    slots: int = 1,
+    max_batch: int = 1,
+    *,
+    named: bool = False,
+) -> float:
+    """Seconds until a new request of ``shape`` completes on the fastest of the tiers
+    ``indices``, behind ``ahead`` others (`TierView.completion`): at the request's steps,
+    or, unless its tier was ``named``, each tier's fewest allowed (its dial's bottom)."""
+    costs = []
+    for i in indices:
+        view = views[i]
+        steps = shape.steps
+        if steps is None and not named:
+            steps = view.dial[-1] if view.dial else None
+        costs.append(view.completion(steps, shape.pixels, ahead, slots, max_batch))
+    return min(costs)
 
 
 def tier_views(tiers: Sequence[Tier], pixels: int | None = None) -> list[TierView]:

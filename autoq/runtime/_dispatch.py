@@ -21,6 +21,7 @@ from autoq.errors import ConfigError, OverloadedError
 
 if TYPE_CHECKING:
     from autoq.runtime._pipeline import AdaptivePipeline
+    from autoq.runtime._worker import ProcessPipeline
 
 __all__ = ["Dispatcher"]
 
@@ -36,7 +37,7 @@ class Dispatcher:
     is full) or `ConfigError` (an unknown tier, a size beyond what the model serves).
 
     Args:
-        pipe: The runtime that generates.
+        pipe: The runtime that generates, in this process or in a worker.
         max_queue: Requests waiting beyond the ones generating; more are refused.
         slo_s: Latency objective per request, queueing included; ``None``: none.
         workers: Generations running at once (the pipeline's ``max_concurrency``).
@@ -47,7 +48,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        pipe: AdaptivePipeline,
+        pipe: AdaptivePipeline | ProcessPipeline,
         *,
         max_queue: int = 8,
         slo_s: float | None = None,

@@ -25,7 +25,7 @@ from autoq.runtime._batch import (
     batch_key,
     split_output,
 )
-from autoq.runtime._cost import tier_views
+from autoq.runtime._cost import request_completion, tier_views
 from autoq.runtime._metrics import RuntimeMetrics
 from autoq.runtime._policy import DefaultPolicy, Policy, RequestShape
 from autoq.runtime._signals import ResourceMonitor, Signals, SystemMonitor
@@ -274,18 +274,11 @@ class AdaptivePipeline:
                 else [i for i in range(len(self._views)) if i not in self._excluded(now)]
                 or list(range(len(self._views)))
             )
-        costs = []
-        for i in indices:
-            view = self._views[i]
-            chosen = (
-                shape.steps
-                if shape.steps is not None or tier is not None
-                else (view.dial[-1] if view.dial else None)
-            )
-            costs.append(
-                view.completion(chosen, shape.pixels, ahead, self._max_concurrency, self.max_batch)
-            )
-        return min(costs) * sample.latency_ratio
+        seconds = request_completion(
+            self._views, indices, shape, ahead, self._max_concurrency, self.max_batch,
+            named=tier is not None,
+        )  # fmt: skip
+        return seconds * sample.latency_ratio
 
     # -- requests ----------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from autoq.serve._schema import GenerateRequest, GenerateResponse, TierInfo, Tie
 
 if TYPE_CHECKING:
     from autoq.profile import Profile
-    from autoq.runtime import AdaptivePipeline
+    from autoq.runtime import AdaptivePipeline, ProcessPipeline
 
 __all__ = ["create_app", "validate_api_key"]
 
@@ -161,7 +161,7 @@ class _BodyDeadline:
 
 
 def create_app(
-    source: AdaptivePipeline | Profile | str | Path,
+    source: AdaptivePipeline | ProcessPipeline | Profile | str | Path,
     *,
     max_queue: int = 8,
     slo_s: float | None = None,
@@ -175,11 +175,13 @@ def create_app(
     body_timeout_s: float = 10.0,
     max_batch: int = 1,
     tiers: Sequence[str] | None = None,
+    worker_process: bool = False,
 ) -> FastAPI:
     """Build the HTTP service.
 
     Args:
-        source: A ready `AdaptivePipeline`, or a profile (object, file or directory).
+        source: A ready `AdaptivePipeline` or `ProcessPipeline`, or a profile (object,
+            file or directory).
         max_queue: Requests waiting beyond the ones generating; more get 503.
         slo_s: Latency objective per request; feeds the tier policy and admission.
         workers: Generations running at once.
@@ -198,11 +200,14 @@ def create_app(
             ``source`` brings its own.
         tiers: Serve only these tiers of a profile, holding only what they need
             (`AdaptivePipeline.from_profile`); a ready ``source`` brings its own.
+        worker_process: Generate in a worker process of its own (`ProcessPipeline`), so
+            the front end (parsing, validation, rejections) never takes the generating
+            thread's interpreter lock; a ready ``source`` may be one already.
 
     Raises:
         ConfigError: A limit is not positive, or the API key is not printable ASCII.
     """
-    from autoq.runtime import AdaptivePipeline, DefaultPolicy, Dispatcher
+    from autoq.runtime import AdaptivePipeline, DefaultPolicy, Dispatcher, ProcessPipeline
 
     Dispatcher.check_limits(max_queue=max_queue, slo_s=slo_s, workers=workers)
     for name, value in (
@@ -216,10 +221,12 @@ def create_app(
         validate_api_key(api_key)
     if allow_mismatch:
         log.warning("serving_mismatched_profile", detail="profile tuned on another device")
-    pipe = (
-        source
-        if isinstance(source, AdaptivePipeline)
-        else AdaptivePipeline.from_profile(
+    pipe: AdaptivePipeline | ProcessPipeline
+    if isinstance(source, AdaptivePipeline | ProcessPipeline):
+        pipe = source
+    else:
+        runtime = ProcessPipeline if worker_process else AdaptivePipeline
+        pipe = runtime.from_profile(
             source,
             model=model,
             policy=DefaultPolicy(slo_s=slo_s),
@@ -229,7 +236,6 @@ def create_app(
             allow_mismatch=allow_mismatch,
             tiers=tiers,
         )
-    )
     dispatcher = Dispatcher(pipe, max_queue=max_queue, slo_s=slo_s, workers=workers)
     metrics = ServiceMetrics(pipe, lambda: dispatcher.pending)
     names = [t.name for t in pipe.tiers]

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from autoq.runtime import AdaptivePipeline
+    from autoq.runtime import AdaptivePipeline, ProcessPipeline
 
 __all__ = ["ServiceMetrics"]
 
@@ -18,7 +18,9 @@ __all__ = ["ServiceMetrics"]
 class _RuntimeCollector(Collector):
     """Reads the runtime's own counters at scrape time."""
 
-    def __init__(self, pipe: AdaptivePipeline, queue_depth: Callable[[], int]) -> None:
+    def __init__(
+        self, pipe: AdaptivePipeline | ProcessPipeline, queue_depth: Callable[[], int]
+    ) -> None:
         self.pipe = pipe
         self.queue_depth = queue_depth
 
@@ -72,7 +74,9 @@ class _RuntimeCollector(Collector):
 class ServiceMetrics:
     """Requests by tier and status, latency per tier, rejections, plus runtime gauges."""
 
-    def __init__(self, pipe: AdaptivePipeline, queue_depth: Callable[[], int]) -> None:
+    def __init__(
+        self, pipe: AdaptivePipeline | ProcessPipeline, queue_depth: Callable[[], int]
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "autoq_requests",
