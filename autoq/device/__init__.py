@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from autoq.device._bench import ComputeMeasurements, Measurements
 from autoq.device._cgroup import available_memory, effective_memory_limit
-from autoq.device._fingerprint import SCHEMA_VERSION, Fingerprint, fingerprint
+from autoq.device._fingerprint import SCHEMA_VERSION, Fingerprint, class_differences, fingerprint
 from autoq.device._gpu import GpuInfo
 from autoq.device._identity import CpuInfo, DeviceIdentity, SoftwareVersions
 from autoq.device._memory import PeakMemory
@@ -25,6 +25,7 @@ __all__ = [
     "PeakMemory",
     "SoftwareVersions",
     "available_memory",
+    "class_differences",
     "effective_memory_limit",
     "fingerprint",
     "release_memory",

@@ -16,10 +16,11 @@ from pydantic import (
     model_validator,
 )
 
+from autoq._dicts import flatten
 from autoq.device._bench import Measurements, measure
 from autoq.device._identity import DeviceIdentity, collect_identity
 
-__all__ = ["SCHEMA_VERSION", "Fingerprint", "fingerprint"]
+__all__ = ["MEMORY_TOLERANCE", "SCHEMA_VERSION", "Fingerprint", "class_differences", "fingerprint"]
 
 SCHEMA_VERSION = 1
 
@@ -67,6 +68,66 @@ def _identity_key(identity: DeviceIdentity) -> dict[str, Any]:
             for gpu in identity.gpus
         ],
     }
+
+
+MEMORY_TOLERANCE = 0.02
+"""Memory sizes this close (relative) belong to one device class: the kernel's reserved
+memory differs between machines of one kind by a few hundred KB to MB."""
+
+_CLASS_SOFTWARE = ("torch", "torch_cuda", "diffusers")
+"""Libraries whose MAJOR.MINOR must match for a profile to hold: the kernels that run
+every component. The others (transformers, the quantization libraries) are noted."""
+
+
+def class_differences(theirs: DeviceIdentity, ours: DeviceIdentity) -> tuple[list[str], list[str]]:
+    """How a device differs from the one a profile was tuned on: ``(refusing, noted)``.
+
+    Refusing: another CPU (model, cores, ISA), GPUs (name, compute capability, MIG mode,
+    memory beyond `MEMORY_TOLERANCE`), system memory beyond it, OS, architecture, Python,
+    or torch / CUDA / diffusers MAJOR.MINOR: what changes how fast each component runs or
+    what fits. Noted: everything else that differs (the kernel release, memory within the
+    tolerance, drivers, patch versions, other libraries): machines of one kind differ
+    there, and a fleet of them can share one tune.
+    """
+
+    def close(a: int, b: int) -> bool:
+        return abs(a - b) <= MEMORY_TOLERANCE * max(a, b)
+
+    refusing: list[str] = []
+
+    def check(name: str, a: Any, b: Any, same: bool | None = None) -> None:
+        if not (a == b if same is None else same):
+            refusing.append(f"{name}: {a!r} != {b!r}")
+
+    for name in ("system", "machine"):
+        check(name, getattr(theirs, name), getattr(ours, name))
+    check("python_version", _major_minor(theirs.python_version), _major_minor(ours.python_version))
+    for name in _CLASS_SOFTWARE:
+        a, b = getattr(theirs.software, name), getattr(ours.software, name)
+        check(f"software.{name}", _major_minor(a), _major_minor(b))
+    for name in ("model", "physical_cores", "logical_cores", "usable_cores", "isa_flags"):
+        check(f"cpu.{name}", getattr(theirs.cpu, name), getattr(ours.cpu, name))
+    check("cpu.torch_capability", theirs.cpu.torch_capability, ours.cpu.torch_capability)
+    for name in ("total_memory_bytes", "memory_limit_bytes"):
+        a, b = getattr(theirs, name), getattr(ours, name)
+        check(name, a, b, close(a, b))
+    check("gpus", len(theirs.gpus), len(ours.gpus))
+    for i, (g, h) in enumerate(zip(theirs.gpus, ours.gpus, strict=False)):  # counts: above
+        for name in ("name", "compute_capability", "mig_mode"):
+            check(f"gpus[{i}].{name}", getattr(g, name), getattr(h, name))
+        a, b = g.total_memory_bytes, h.total_memory_bytes
+        check(f"gpus[{i}].total_memory_bytes", a, b, close(a, b))
+    flat_theirs = flatten(theirs.model_dump(mode="json"))
+    flat_ours = flatten(ours.model_dump(mode="json"))
+    refused_keys = {line.split(":", 1)[0] for line in refusing}
+    noted = [
+        f"{key}: {flat_theirs.get(key)!r} != {flat_ours.get(key)!r}"
+        for key in sorted(set(flat_theirs) | set(flat_ours))
+        if flat_theirs.get(key) != flat_ours.get(key)
+        and not any(key == k or key.startswith(f"{k}.") for k in refused_keys)
+        and not key.endswith(".uuid")
+    ]
+    return refusing, noted
 
 
 class Fingerprint(BaseModel):

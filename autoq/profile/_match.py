@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autoq._dicts import flatten
 from autoq._logging import get_logger
 from autoq.errors import ConfigError, ProfileMismatchError
 from autoq.profile._io import UnreadableProfile, parse_profile, read_profile
@@ -16,23 +15,20 @@ log = get_logger("autoq.profile")
 
 
 def fingerprint_differences(profile: Profile) -> list[str]:
-    """``field: profile value != this device's value`` for every identity field that
-    differs (empty when the fingerprint ids match)."""
-    from autoq.device import fingerprint
+    """``field: profile value != this device's value`` for every difference that makes
+    the profile another device class's (`autoq.device.class_differences`); empty when
+    the fingerprint ids match or the devices are of one class."""
+    return _differences(profile)[0]
+
+
+def _differences(profile: Profile) -> tuple[list[str], list[str]]:
+    """``(refusing, noted)`` differences between the profile's device and this one."""
+    from autoq.device import class_differences, fingerprint
 
     here = fingerprint(bench=False)
     if here.fingerprint_id == profile.fingerprint.fingerprint_id:
-        return []
-    theirs = flatten(profile.fingerprint.identity.model_dump(mode="json"))
-    ours = flatten(here.identity.model_dump(mode="json"))
-    diffs = [
-        f"{key}: {theirs.get(key)!r} != {ours.get(key)!r}"
-        for key in sorted(set(theirs) | set(ours))
-        if theirs.get(key) != ours.get(key)
-    ]
-    return diffs or [
-        f"fingerprint_id: {profile.fingerprint.fingerprint_id} != {here.fingerprint_id}"
-    ]
+        return [], []
+    return class_differences(profile.fingerprint.identity, here.identity)
 
 
 def matches_model(profile: Profile, model: str) -> bool:
@@ -116,10 +112,14 @@ def load_profile(
         model: The model wanted: its stored source (absolute folder, hub id or
             ``zoo:NAME``), a path to that folder, its last name (``shapes``, ``sd3``) or
             its content hash. Required when a directory holds several models.
-        allow_mismatch: Accept a profile from another device, with a warning.
+        allow_mismatch: Accept a profile from another device class, with a warning.
+            One tuned on a machine of the same class (same CPU or GPUs, memory within
+            2%, torch and diffusers MAJOR.MINOR; the kernel release and other versions
+            may differ) is accepted without it, and the differences are logged.
 
     Raises:
-        ProfileMismatchError: The profile was tuned on another device; lists differences.
+        ProfileMismatchError: The profile was tuned on another device class; lists the
+            differences.
         ConfigError: Unreadable or invalid file (named); no usable profile in the directory
             (each skipped file with its reason); several models and no ``model``; a file
             whose model is not ``model``.
@@ -136,7 +136,12 @@ def load_profile(
                 f"Profile {path} is for {_describe(profile)}, not {model!r}; "
                 "pass that model's profile or its folder."
             )
-    differences = fingerprint_differences(profile)
+    differences, noted = _differences(profile)
+    if noted and not differences:
+        # Machines of one kind: the profile holds here (a fleet shares one tune).
+        log.info(
+            "profile_from_like_device", tuned_on=profile.fingerprint.fingerprint_id, noted=noted
+        )
     if differences:
         message = (
             f"Profile for {profile.model.source} was tuned on device "

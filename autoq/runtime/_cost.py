@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from autoq.profile import Tier
     from autoq.runtime._policy import RequestShape
 
-__all__ = ["TierView", "predict_latency", "request_completion", "tier_views"]
+__all__ = [
+    "RATIO_HALF_LIFE_S",
+    "TierView",
+    "decayed_ratio",
+    "predict_latency",
+    "request_completion",
+    "tier_views",
+]
 
 
 def predict_latency(cost_s: float, ahead: int, slots: int = 1, batch: int = 1) -> float:
@@ -150,6 +157,17 @@ class TierView:
             return range(0)
         floor = self.min_steps if self.curve and self.min_steps is not None else self.steps
         return range(self.steps, min(floor, self.steps) - 1, -1)
+
+
+RATIO_HALF_LIFE_S = 30.0
+"""Without new generations, an observed/profiled latency ratio halves its distance to 1
+in this time: a slowdown learned under load, which then had every request refused as too
+costly (so nothing was observed again), is forgotten once load drops."""
+
+
+def decayed_ratio(ratio: float, quiet_s: float) -> float:
+    """``ratio`` after ``quiet_s`` seconds without an observation (`RATIO_HALF_LIFE_S`)."""
+    return 1.0 + (ratio - 1.0) * 0.5 ** (max(quiet_s, 0.0) / RATIO_HALF_LIFE_S)
 
 
 def request_completion(

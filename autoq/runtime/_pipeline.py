@@ -25,7 +25,7 @@ from autoq.runtime._batch import (
     batch_key,
     split_output,
 )
-from autoq.runtime._cost import request_completion, tier_views
+from autoq.runtime._cost import decayed_ratio, request_completion, tier_views
 from autoq.runtime._metrics import RuntimeMetrics
 from autoq.runtime._policy import DefaultPolicy, Policy, RequestShape
 from autoq.runtime._signals import ResourceMonitor, Signals, SystemMonitor
@@ -128,6 +128,7 @@ class AdaptivePipeline:
         self._waiting = 0
         self._in_flight = 0
         self._latency_ratio = 1.0
+        self._ratio_at = time.monotonic()
         self._pinned: int | None = None
         self._queue_source: Callable[[], int] | None = None
         self._arrivals: collections.deque[float] = collections.deque(maxlen=_ARRIVAL_WINDOW)
@@ -405,7 +406,7 @@ class AdaptivePipeline:
             return sample.with_load(
                 self._in_flight,
                 queued,
-                self._latency_ratio,
+                self._observed_ratio(),
                 self._max_concurrency,
                 self._arrival_rate(),
                 self.max_batch,
@@ -422,6 +423,11 @@ class AdaptivePipeline:
         """Count one request offered now (admitted or not) toward the arrival rate."""
         with self._lock:
             self._arrivals.append(time.monotonic())
+
+    def _observed_ratio(self) -> float:
+        """Observed / profiled latency (EWMA), drawn back toward 1 while nothing is
+        observed (`decayed_ratio`)."""
+        return decayed_ratio(self._latency_ratio, time.monotonic() - self._ratio_at)
 
     def _arrival_rate(self) -> float:
         """Requests per second over the recent arrivals (0 with fewer than 3)."""
@@ -583,7 +589,8 @@ class AdaptivePipeline:
             self.metrics.record_request(self.profile.tiers[index].name, seconds, steps)
         ratio = seconds / max(self._views[index].cost(steps, pixels, batch), 1e-9)
         with self._lock:
-            self._latency_ratio = (1 - _EWMA) * self._latency_ratio + _EWMA * ratio
+            self._latency_ratio = (1 - _EWMA) * self._observed_ratio() + _EWMA * ratio
+            self._ratio_at = time.monotonic()
 
     def _after_oom(
         self, index: int, failure: BaseException, shape: RequestShape

@@ -17,6 +17,7 @@ import itertools
 import multiprocessing
 import pickle
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from autoq._logging import get_logger
 from autoq.errors import AutoqError
 from autoq.profile import Profile, Tier, load_profile
-from autoq.runtime._cost import request_completion, tier_views
+from autoq.runtime._cost import decayed_ratio, request_completion, tier_views
 from autoq.runtime._policy import RequestShape
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class ProcessPipeline:
         self._pending: dict[int, Future[Any]] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._ratio = 1.0
+        self._ratio, self._ratio_at = 1.0, time.monotonic()
         self._tier = ""
         self._ready = False
         self.metrics = _Snapshot()
@@ -177,7 +178,7 @@ class ProcessPipeline:
             self._views, indices, shape, queued if ahead is None else ahead,
             self._slots, self.max_batch, named=tier is not None,
         )  # fmt: skip
-        return seconds * self._ratio
+        return seconds * decayed_ratio(self._ratio, time.monotonic() - self._ratio_at)
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -242,6 +243,7 @@ class ProcessPipeline:
 
     def _update(self, state: dict[str, Any]) -> None:
         self._tier, self._ready, self._ratio = state["tier"], state["ready"], state["ratio"]
+        self._ratio_at = time.monotonic() - state["quiet_s"]
         self.metrics.value = state["metrics"]
 
     def _fail_pending(self, message: str) -> None:
@@ -277,7 +279,8 @@ def _serve(conn: Connection, profile_json: str, options: dict[str, Any]) -> None
         return {
             "tier": pipe.tier.name,
             "ready": pipe.ready,
-            "ratio": pipe.signals().latency_ratio,
+            "ratio": pipe._latency_ratio,
+            "quiet_s": time.monotonic() - pipe._ratio_at,
             "metrics": pipe.metrics.snapshot(),
         }
 

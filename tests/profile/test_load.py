@@ -26,6 +26,19 @@ def _other_device(profile: Profile) -> Profile:
     return profile.model_copy(update={"fingerprint": fp})
 
 
+def _like_device(profile: Profile) -> Profile:
+    """A machine of the same kind as this one: another kernel release, another
+    transformers minor version, 332 KB less memory."""
+    data = profile.fingerprint.model_dump(mode="json", exclude={"fingerprint_id"})
+    identity = data["identity"]
+    identity["release"] = identity["release"] + "-other"
+    identity["software"]["transformers"] = "0.1.0"
+    identity["total_memory_bytes"] -= 332 * 1024
+    identity["memory_limit_bytes"] -= 332 * 1024
+    fp = Fingerprint.model_validate(data)
+    return profile.model_copy(update={"fingerprint": fp})
+
+
 def test_folder_with_only_bad_files_says_why_each_was_skipped(tmp_path: Path) -> None:
     (tmp_path / "corrupt.json").write_text('{"autoq_version": ')
     (tmp_path / "future.json").write_text('{"schema_version": 99}')
@@ -90,6 +103,30 @@ def test_only_another_devices_profile_is_refused_with_differences(tmp_path: Path
     assert load_profile(tmp_path, allow_mismatch=True).fingerprint.identity.cpu.model == (
         "Another CPU"
     )
+
+
+def test_a_profile_from_a_machine_of_the_same_kind_is_served_here(tmp_path: Path, caplog) -> None:
+    """A fleet of like machines shares one tune: the kernel release, other library
+    versions and memory within 2% are noted, not refused."""
+    like = _like_device(make_profile())
+    assert like.fingerprint.fingerprint_id != make_profile().fingerprint.fingerprint_id
+    write_profile(like, tmp_path / "like.json")
+    with caplog.at_level("INFO", logger="autoq"):
+        loaded = load_profile(tmp_path / "like.json")
+    assert loaded.fingerprint == like.fingerprint
+    (record,) = [r for r in caplog.records if "profile_from_like_device" in r.getMessage()]
+    noted = " ".join(record.getMessage().split("noted", 1)[1:])
+    assert "release" in noted and "software.transformers" in noted
+    # More memory than the tolerance, or another torch minor version, is another class.
+    data = like.fingerprint.model_dump(mode="json", exclude={"fingerprint_id"})
+    data["identity"]["software"]["torch"] = "1.0.0"
+    data["identity"]["total_memory_bytes"] //= 2
+    write_profile(
+        like.model_copy(update={"fingerprint": Fingerprint.model_validate(data)}),
+        tmp_path / "like.json",
+    )
+    with pytest.raises(ProfileMismatchError, match=r"software\.torch: '1\.0' != .*total_memory"):
+        load_profile(tmp_path / "like.json")
 
 
 def test_file_of_another_model_is_refused(tmp_path: Path) -> None:

@@ -310,3 +310,19 @@ def test_a_runtime_serving_some_tiers_holds_only_what_they_need() -> None:
         AdaptivePipeline.from_profile(
             make_profile(), monitor=monitor, device="cpu", tiers=["turbo"]
         )
+
+
+def test_a_slowdown_learned_under_load_is_forgotten_once_load_drops() -> None:
+    """Ten times slower than profiled once: requests are predicted 2.8x dearer. With no
+    generation since (every request refused as too costly, say), the ratio halves its
+    distance to 1 every 30 s, so admission recovers without new observations."""
+    monitor = ScriptedMonitor([Signals(available_memory_bytes=10_000 * MiB)])
+    pipe = AdaptivePipeline.from_profile(make_profile(), monitor=monitor, device="cpu")
+    alone = pipe.predict(tier="quality", steps=2, ahead=0)  # 0.3 s, as profiled
+    pipe._observe(0, 2, None, 10 * alone)
+    assert pipe.signals().latency_ratio == pytest.approx(2.8, rel=1e-3)
+    assert pipe.predict(tier="quality", steps=2, ahead=0) == pytest.approx(2.8 * alone, rel=1e-3)
+    pipe._ratio_at -= 30  # half a minute without a generation
+    assert pipe.signals().latency_ratio == pytest.approx(1.9, rel=1e-3)
+    pipe._ratio_at -= 300
+    assert pipe.predict(tier="quality", steps=2, ahead=0) == pytest.approx(alone, rel=1e-2)
