@@ -4,7 +4,8 @@ Requests are compatible when everything but their prompt, negative prompt and ge
 is the same (tier asked for, steps, size, guidance, every other argument). Each keeps its
 own generator, so its image is the one it would get alone, up to float rounding. The
 request that gets a generation slot first leads: holding the slot, it waits until
-``wait_s`` after its own arrival for more compatible requests (not at all when
+``wait_s`` after its own arrival (sooner where its latency objective leaves less) for
+more compatible requests (not at all when
 ``max_batch`` of them already wait, nor when it waited that long for the slot), takes up
 to ``max_batch``, runs them and hands each its own image. The others never wait for a
 slot once a leader took them. A leader only takes its own kind; requests of another shape
@@ -65,8 +66,10 @@ def split_output(output: Any, count: int, index: int) -> Any:
 
 class Batcher:
     """Groups compatible requests into batches of at most ``max_batch``, waiting at most
-    ``wait_s`` for a batch to fill. ``acquire``/``release`` are the caller's generation
-    slot; ``run(requests)`` generates a batch and returns one output per request."""
+    ``wait_s`` for a batch to fill, and never past ``start_by(leader)`` (the latest
+    start at which the leader still makes its latency objective; ``None``: no bound).
+    ``acquire``/``release`` are the caller's generation slot; ``run(requests)``
+    generates a batch and returns one output per request."""
 
     def __init__(
         self,
@@ -76,11 +79,13 @@ class Batcher:
         acquire: Callable[[float], bool],
         release: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
+        start_by: Callable[[Request], float | None] | None = None,
     ) -> None:
         self.max_batch = max_batch
         self.wait_s = wait_s
         self._acquire, self._release = acquire, release
         self._clock = clock
+        self._start_by = start_by
         self._pending: list[Request] = []
         self._cond = threading.Condition()
 
@@ -111,6 +116,9 @@ class Batcher:
             if leader.taken:
                 return []
             until = leader.arrived + self.wait_s
+            latest = self._start_by(leader) if self._start_by is not None else None
+            if latest is not None:
+                until = min(until, latest)
             while True:
                 batch = [r for r in self._pending if r.key == leader.key][: self.max_batch]
                 left = until - self._clock()

@@ -121,6 +121,7 @@ class AdaptivePipeline:
                 wait_s=batch_wait_s,
                 acquire=self._take_slot,
                 release=self._give_slot,
+                start_by=self._batch_start_by,
             )
             if max_batch > 1
             else None
@@ -366,6 +367,22 @@ class AdaptivePipeline:
             part.timings = dict(output.timings)
             parts.append(part)
         return parts
+
+    def _batch_start_by(self, leader: Request) -> float | None:
+        """The latest time a batch led by ``leader`` may start and still finish within
+        the policy's SLO, a full batch on the tier it asks for (else the serving one)
+        costing what the cost model says; ``None`` without an SLO."""
+        slo = getattr(self.policy, "slo_s", None)
+        if slo is None:
+            return None
+        kwargs = leader.kwargs
+        shape = self._shape(
+            kwargs.get("num_inference_steps"), kwargs.get("height"), kwargs.get("width")
+        )
+        view = self._views[leader.tier if leader.tier is not None else self._index]
+        batch = view.batch_limit(self.max_batch)
+        cost = view.cost(shape.steps, shape.pixels, batch) * self._observed_ratio()
+        return leader.arrived + slo - cost
 
     def _take_slot(self, timeout: float | None) -> bool:
         """A generation slot within ``timeout`` seconds (``None``: however long it takes),

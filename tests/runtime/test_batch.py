@@ -22,9 +22,8 @@ def _pipe(**options: Any) -> AdaptivePipeline:
     return AdaptivePipeline.from_profile(
         make_profile(),
         monitor=ScriptedMonitor([Signals(available_memory_bytes=10_000 * MiB)]),
-        policy=DefaultPolicy(),
         device="cpu",
-        **options,
+        **{"policy": DefaultPolicy(), **options},
     )
 
 
@@ -209,3 +208,39 @@ def test_a_batch_larger_than_the_tier_measured_runs_in_calls_it_fits() -> None:
     alone = _pipe()
     single = alone(**_request("shape 3", 3, tier="quality"))
     assert _psnr(outputs[2].images[0], single.images[0]) >= 40.0
+
+
+def test_a_lone_request_waits_for_a_batch_no_longer_than_its_slo_allows() -> None:
+    """``wait_s`` is 10 s, but the leader must start by 0.5 s after its arrival to make its
+    SLO: it runs alone then (fake clock, real threads)."""
+    now = [100.0]
+    slot = threading.Semaphore(1)
+    batcher = Batcher(
+        max_batch=3, wait_s=10.0,
+        acquire=lambda timeout: slot.acquire(timeout=timeout), release=slot.release,
+        clock=lambda: now[0], start_by=lambda request: request.arrived + 0.5,
+    )  # fmt: skip
+    ran: list[list[str]] = []
+
+    def run(batch: Any) -> list[str]:
+        ran.append([r.prompt for r in batch])
+        return [r.prompt for r in batch]
+
+    lone = Request("a", {}, ("k",), arrived=100.0)
+    worker = threading.Thread(target=lambda: batcher.submit(lone, run))
+    worker.start()
+    time.sleep(0.2)
+    assert ran == []
+    now[0] = 100.6  # past its latest start, long before wait_s
+    with batcher._cond:
+        batcher._cond.notify_all()
+    worker.join(timeout=5)
+    assert ran == [["a"]]
+
+
+def test_the_latest_start_of_a_batch_is_the_slo_less_a_full_batchs_cost() -> None:
+    pipe = _pipe(max_batch=4, policy=DefaultPolicy(slo_s=2.0, dwell_s=3600))
+    leader = Request("x", {"num_inference_steps": 2}, ("k",), tier=0, arrived=50.0)
+    # quality: 0.3 s at 2 steps; no batch curve, so four cost four requests: 1.2 s.
+    assert pipe._batch_start_by(leader) == pytest.approx(50.0 + 2.0 - 1.2)
+    assert _pipe(max_batch=4)._batch_start_by(leader) is None  # no SLO, no bound
