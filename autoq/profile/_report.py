@@ -150,7 +150,7 @@ def _steps_curve(tier: Tier) -> str:
 
 def tier_details(tier: Tier) -> dict[str, str]:
     """Display strings of what a tier's `Tier.summary` does not already show: its quality
-    interval and images, cheapest resource, fewest steps, and the steps curve."""
+    interval and images, cheapest resource, fewest steps, and the steps and batch curves."""
     m = tier.metrics
     shown = " ".join(tier.summary())
     details = {"tier": tier.name}
@@ -162,12 +162,29 @@ def tier_details(tier: Tier) -> dict[str, str]:
     if "steps dial" not in shown:
         details["min steps"] = "-" if tier.min_steps is None else str(tier.min_steps)
     details["steps curve"] = _steps_curve(tier)
+    details["batch curve"] = _batch_curve(tier)
     # Compiling or converting: paid by the first generation of each process (warm() and
     # `autoq serve` pay it before serving).
     details["first-call build s"] = "-" if m.build_s is None else f"{m.build_s:.1f}"
     if m.predicted_latency_s is not None:
         details["predicted latency s"] = f"{m.predicted_latency_s:.3f}"
     return details
+
+
+def _batch_curve(tier: Tier) -> str:
+    """``"1: 12.8 s, 2: 22.2 s (1.15x), 4: 39.9 s (1.28x); fits 4"``: seconds of one call
+    per batch size, images per second against batch 1, the largest batch that fits."""
+    points = tier.batch_curve
+    if not points:
+        return "-"
+    alone = points[0].latency_s / points[0].batch_size
+    parts = [
+        f"{p.batch_size}: {p.latency_s:.3g} s"
+        + (f" ({alone * p.batch_size / p.latency_s:.2f}x)" if p.batch_size > 1 else "")
+        for p in points
+    ]
+    fits = f"; fits {tier.max_batch}" if tier.max_batch is not None else ""
+    return ", ".join(parts) + fits
 
 
 def ties_text(profile: Profile) -> str:

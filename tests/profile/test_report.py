@@ -212,3 +212,20 @@ def test_plan_in_failed_trials_is_described() -> None:
 
     rows = unmeasured_trials(profile.model_copy(update={"trials": [trial]}))
     assert rows == [["5", "failed", plan.describe(), "boom"]]
+
+
+def test_the_report_and_the_table_show_each_tiers_batch_curve(tmp_path: Path) -> None:
+    from autoq.profile import BatchPoint, tier_details
+
+    profile = make_profile()
+    curve = [
+        BatchPoint(batch_size=n, latency_s=t, peak_memory_bytes=2**20)
+        for n, t in ((1, 0.2), (2, 0.3), (4, 0.5))
+    ]
+    batched = profile.tiers[0].model_copy(update={"batch_curve": curve, "max_batch": 4})
+    profile = profile.model_copy(update={"tiers": [batched, *profile.tiers[1:]]})
+    shown = "1: 0.2 s, 2: 0.3 s (1.33x), 4: 0.5 s (1.60x); fits 4"
+    assert tier_details(batched)["batch curve"] == shown
+    assert tier_details(profile.tiers[1])["batch curve"] == "-"
+    path = write_profile(profile, tmp_path / "p.json")
+    assert shown in write_report(read_profile(path), path).read_text()
