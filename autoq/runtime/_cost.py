@@ -132,12 +132,18 @@ class TierView:
         ahead: int,
         slots: int = 1,
         max_batch: int = 1,
+        images: int = 1,
     ) -> float:
         """Seconds until a new request completes behind ``ahead`` others (`predict_latency`)
         when each call may batch up to ``max_batch`` (bounded by `batch_limit`): queued
-        requests fill batches, so a call serves ``min(limit, ahead + 1)`` of them."""
+        requests fill batches, so a call serves ``min(limit, ahead + 1)`` of them. A
+        request of several ``images`` runs as its own call of that many."""
         batch = min(self.batch_limit(max_batch), max(ahead, 0) + 1)
-        return predict_latency(self.cost(steps, pixels, batch), ahead, slots, batch)
+        call = self.cost(steps, pixels, batch)
+        if images == 1:
+            return predict_latency(call, ahead, slots, batch)
+        waiting = call * (max(ahead, 0) // (max(slots, 1) * batch))
+        return waiting + self.cost(steps, pixels, images)
 
     def throughput_cost(self, steps: int | None, pixels: int | None, max_batch: int = 1) -> float:
         """Seconds of generation slot per request when batches fill to `batch_limit`."""
@@ -179,6 +185,7 @@ def request_completion(
     max_batch: int = 1,
     *,
     named: bool = False,
+    images: int = 1,
 ) -> float:
     """Seconds until a new request of ``shape`` completes on the fastest of the tiers
     ``indices``, behind ``ahead`` others (`TierView.completion`): at the request's steps,
@@ -189,7 +196,7 @@ def request_completion(
         steps = shape.steps
         if steps is None and not named:
             steps = view.dial[-1] if view.dial else None
-        costs.append(view.completion(steps, shape.pixels, ahead, slots, max_batch))
+        costs.append(view.completion(steps, shape.pixels, ahead, slots, max_batch, images))
     return min(costs)
 
 

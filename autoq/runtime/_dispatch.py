@@ -13,7 +13,8 @@ on its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ class Dispatcher:
         max_queue: Requests waiting beyond the ones generating; more are refused.
         slo_s: Latency objective per request, queueing included; ``None``: none.
         workers: Generations running at once (the pipeline's ``max_concurrency``).
+        on_start: Told the seconds each admitted request waited before it started.
 
     Raises:
         ConfigError: A limit is not positive.
@@ -53,8 +55,10 @@ class Dispatcher:
         max_queue: int = 8,
         slo_s: float | None = None,
         workers: int = 1,
+        on_start: Callable[[float], None] | None = None,
     ) -> None:
         self.check_limits(max_queue=max_queue, slo_s=slo_s, workers=workers)
+        self.on_start = on_start
         self.pipe = pipe
         self.max_queue = max_queue
         self.slo_s = slo_s
@@ -101,11 +105,14 @@ class Dispatcher:
         guidance_scale: float | None = None,
         negative_prompt: str | None = None,
         seed: int | None = None,
+        num_images: int = 1,
     ) -> Future[Any]:
         """Admit one request and queue it for generation.
 
         Keyword arguments left ``None`` take the pipeline's choice (the policy's tier and
-        steps, the profile's size, the pipeline's guidance); ``seed`` fixes the image.
+        steps, the profile's size, the pipeline's guidance); ``seed`` fixes the image
+        (with ``num_images``, image ``i`` gets ``seed + i``). A request of several images
+        runs as one call of its own, predicted from the tier's batch curve.
 
         Raises:
             OverloadedError: Refused: the queue is full, or no tier can finish it within
@@ -117,15 +124,20 @@ class Dispatcher:
             raise ConfigError(f"Unknown tier {tier!r}; valid: {self._tiers}.")
         if any(side is not None and side > self.max_side for side in (width, height)):
             raise ConfigError(f"width/height at most {self.max_side} for this model.")
+        if num_images < 1:
+            raise ConfigError(f"num_images must be positive, but got {num_images}.")
         with self._lock:
-            self._admit(tier, steps, height, width)
+            self._admit(tier, steps, height, width, num_images)
             self._pending += 1
         kwargs: dict[str, Any] = {
             "num_inference_steps": steps, "height": height, "width": width,
             "guidance_scale": guidance_scale, "negative_prompt": negative_prompt,
+            "num_images_per_prompt": num_images if num_images > 1 else None,
         }  # fmt: skip
         try:
-            job = self._executor().submit(self._generate, prompt, tier, seed, kwargs)
+            job = self._executor().submit(
+                self._generate, prompt, tier, seed, kwargs, time.monotonic()
+            )
         except BaseException:
             self._finished(None)
             raise
@@ -140,11 +152,16 @@ class Dispatcher:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _admit(
-        self, tier: str | None, steps: int | None, height: int | None, width: int | None
+        self,
+        tier: str | None,
+        steps: int | None,
+        height: int | None,
+        width: int | None,
+        images: int = 1,
     ) -> None:
         def predicted(ahead: int) -> float:
             return self.pipe.predict(
-                steps=steps, height=height, width=width, tier=tier, ahead=ahead
+                steps=steps, height=height, width=width, tier=tier, ahead=ahead, images=images
             )
 
         if self.queued() >= self.max_queue:
@@ -174,13 +191,22 @@ class Dispatcher:
         )
 
     def _generate(
-        self, prompt: str, tier: str | None, seed: int | None, kwargs: dict[str, Any]
+        self,
+        prompt: str,
+        tier: str | None,
+        seed: int | None,
+        kwargs: dict[str, Any],
+        admitted: float,
     ) -> Any:
         import torch
 
+        if self.on_start is not None:
+            self.on_start(time.monotonic() - admitted)
         call = {k: v for k, v in kwargs.items() if v is not None}
         if seed is not None:
-            call["generator"] = torch.Generator("cpu").manual_seed(seed)
+            images = call.get("num_images_per_prompt", 1)
+            generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(images)]
+            call["generator"] = generators[0] if images == 1 else generators
         return self.pipe(prompt, tier=tier, **call)
 
     def _executor(self) -> ThreadPoolExecutor:

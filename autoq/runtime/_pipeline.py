@@ -259,6 +259,7 @@ class AdaptivePipeline:
         width: int | None = None,
         tier: str | None = None,
         ahead: int | None = None,
+        images: int = 1,
     ) -> float:
         """Predicted seconds until a new request completes on its fastest option: the
         named ``tier`` (or every tier not cooling down after an OOM) at ``steps`` (default:
@@ -278,7 +279,7 @@ class AdaptivePipeline:
             )
         seconds = request_completion(
             self._views, indices, shape, ahead, self._max_concurrency, self.max_batch,
-            named=tier is not None,
+            named=tier is not None, images=images,
         )  # fmt: skip
         return seconds * sample.latency_ratio
 

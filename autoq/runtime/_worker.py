@@ -165,6 +165,7 @@ class ProcessPipeline:
         width: int | None = None,
         tier: str | None = None,
         ahead: int | None = None,
+        images: int = 1,
     ) -> float:
         """`AdaptivePipeline.predict`, answered here from the profile's cost model and
         the worker's last observed latency ratio (tiers cooling down after an OOM in the
@@ -176,7 +177,7 @@ class ProcessPipeline:
         queued = self._queue_source() if self._queue_source is not None else 0
         seconds = request_completion(
             self._views, indices, shape, queued if ahead is None else ahead,
-            self._slots, self.max_batch, named=tier is not None,
+            self._slots, self.max_batch, named=tier is not None, images=images,
         )  # fmt: skip
         return seconds * decayed_ratio(self._ratio, time.monotonic() - self._ratio_at)
 
@@ -185,11 +186,11 @@ class ProcessPipeline:
     def __call__(self, prompt: str | list[str], *, tier: str | None = None, **kwargs: Any) -> Any:
         """Generate in the worker, like `AdaptivePipeline.__call__`."""
         generator = kwargs.pop("generator", None)
-        state = None
-        if generator is not None:
-            if getattr(generator, "device", None) is not None and generator.device.type != "cpu":
-                raise AutoqError("A ProcessPipeline takes CPU generators (their state travels).")
-            state = generator.get_state()
+        generators = generator if isinstance(generator, list) else [generator]
+        if any(g is not None and g.device.type != "cpu" for g in generators):
+            raise AutoqError("A ProcessPipeline takes CPU generators (their state travels).")
+        states = [g.get_state() if g is not None else None for g in generators]
+        state: Any = states if isinstance(generator, list) else states[0]
         queued = self._queue_source() if self._queue_source is not None else 0
         return self._ask("call", (prompt, tier, kwargs, state, queued))
 
@@ -296,9 +297,17 @@ def _serve(conn: Connection, profile_json: str, options: dict[str, Any]) -> None
                 queued["n"] = waiting
                 pipe.note_arrival()
                 if generator_state is not None:
-                    generator = torch.Generator("cpu")
-                    generator.set_state(generator_state)
-                    kwargs["generator"] = generator
+
+                    def restored(state: Any) -> torch.Generator:
+                        generator = torch.Generator("cpu")
+                        generator.set_state(state)
+                        return generator
+
+                    kwargs["generator"] = (
+                        [restored(s) for s in generator_state]
+                        if isinstance(generator_state, list)
+                        else restored(generator_state)
+                    )
                 out = pipe(prompt, tier=tier, **kwargs)
                 result = WorkerOutput(
                     images=list(out.images), tier=out.tier, steps=out.steps,

@@ -238,6 +238,7 @@ def create_app(
         )
     dispatcher = Dispatcher(pipe, max_queue=max_queue, slo_s=slo_s, workers=workers)
     metrics = ServiceMetrics(pipe, lambda: dispatcher.pending)
+    dispatcher.on_start = metrics.queue_delay.observe
     names = [t.name for t in pipe.tiers]
 
     @contextlib.asynccontextmanager
@@ -317,6 +318,7 @@ def create_app(
                 body.prompt, tier=body.tier, steps=body.steps, height=body.height,
                 width=body.width, guidance_scale=body.guidance_scale,
                 negative_prompt=body.negative_prompt, seed=body.seed,
+                num_images=body.num_images,
             )  # fmt: skip
         except OverloadedError as exc:
             metrics.rejections.labels(exc.reason).inc()
@@ -346,10 +348,11 @@ def create_app(
         seconds = time.perf_counter() - start
         metrics.requests.labels(out.tier, "200").inc()
         metrics.latency.labels(out.tier).observe(seconds)
-        buffer = io.BytesIO()
-        out.images[0].save(buffer, format="PNG")
+        metrics.images.labels(out.tier).inc(len(out.images))
+        encoded = [_png(image) for image in out.images]
         return GenerateResponse(
-            image=base64.b64encode(buffer.getvalue()).decode(),
+            image=encoded[0],
+            images=encoded,
             tier=out.tier,
             steps=out.steps,
             batch_size=getattr(out, "batch_size", 1),
@@ -358,6 +361,12 @@ def create_app(
         )
 
     return app
+
+
+def _png(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _log_warm_failure(future: Any) -> None:

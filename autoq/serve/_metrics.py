@@ -97,6 +97,18 @@ class ServiceMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.images = Counter(
+            "autoq_images",
+            "Images served, by tier (a request may ask for several: num_images)",
+            ["tier"],
+            registry=self.registry,
+        )
+        self.queue_delay = Histogram(
+            "autoq_queue_delay_seconds",
+            "Seconds an admitted request waited before its generation started",
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+        )
         self.abandoned = Counter(
             "autoq_abandoned",
             "Queued requests dropped before they started because the client disconnected",

@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = ["GenerateRequest", "GenerateResponse", "TierInfo", "TiersResponse"]
 
 MAX_PROMPT_CHARS = 1000
+MAX_IMAGES = 8
+"""Images one request may ask for (``num_images``)."""
 
 
 class GenerateRequest(BaseModel):
@@ -22,6 +24,8 @@ class GenerateRequest(BaseModel):
     guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     tier: str | None = Field(default=None, max_length=100)
+    num_images: int = Field(default=1, ge=1, le=MAX_IMAGES)
+    """Images of this prompt, generated in one call (seeds ``seed``, ``seed + 1``, ...)."""
 
     @field_validator("prompt")
     @classmethod
@@ -33,7 +37,9 @@ class GenerateRequest(BaseModel):
 
 class GenerateResponse(BaseModel):
     image: str
-    """Base64-encoded PNG."""
+    """Base64-encoded PNG (the first of ``images``)."""
+    images: list[str] = Field(default_factory=list)
+    """Every image asked for (``num_images``), base64-encoded PNGs."""
     tier: str
     """The tier that served the request."""
     steps: int

@@ -127,6 +127,21 @@ def test_a_request_outside_what_the_profile_serves_is_a_config_error(
     assert dispatcher.pending == 0
 
 
+def test_a_request_of_several_images_is_predicted_as_one_call_of_them() -> None:
+    """Without a batch curve, three images cost three generations: 40 steps alone take
+    1 s, so three of them miss a 2 s SLO that one of them meets."""
+    dispatcher, gate = gated(slo_s=2.0)
+    gate.set()
+    try:
+        assert dispatcher.submit("one", steps=40).result(10)
+        with pytest.raises(OverloadedError, match=r"alone it would take 3\.00s"):
+            dispatcher.submit("three", steps=40, num_images=3)
+        with pytest.raises(ConfigError, match="num_images must be positive"):
+            dispatcher.submit("none", num_images=0)
+    finally:
+        dispatcher.shutdown()
+
+
 @pytest.mark.parametrize(
     "limits", [{"max_queue": 0}, {"workers": 0}, {"slo_s": 0.0}, {"slo_s": float("nan")}]
 )

@@ -7,6 +7,7 @@ import base64
 import io
 
 import httpx
+import numpy as np
 import pytest
 import schemathesis
 import torch
@@ -349,3 +350,26 @@ def test_concurrent_requests_are_batched_and_say_so() -> None:
     assert [a.json()["batch_size"] for a in answers] == [4] * 4
     assert len({a.json()["image"] for a in answers}) == 4  # each its own image
     assert 'autoq_batches_total{size="4"} 1.0' in metrics.text
+
+
+def test_a_request_may_ask_for_several_images_each_with_its_own_seed(client: TestClient) -> None:
+    many = client.post("/generate", json={"prompt": "a red circle", "seed": 5, "num_images": 3})
+    assert many.status_code == 200, many.text
+    images = [np.asarray(_decoded(b)) for b in many.json()["images"]]
+    assert len(images) == 3 and many.json()["image"] == many.json()["images"][0]
+    assert not np.array_equal(images[0], images[1])  # seeds 5 and 6
+    one = client.post("/generate", json={"prompt": "a red circle", "seed": 6})
+    assert _psnr(images[1], np.asarray(_decoded(one.json()["image"]))) >= 40.0
+    assert client.post("/generate", json={"prompt": "x", "num_images": 9}).status_code == 422
+    text = client.get("/metrics").text
+    assert 'autoq_images_total{tier="quality"}' in text
+    assert "autoq_queue_delay_seconds_count" in text
+
+
+def _decoded(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB")
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)

@@ -43,6 +43,8 @@ def test_the_service_runs_in_front_of_a_worker(worker) -> None:
         assert client.get("/readyz").status_code == 200  # the warm-up ran in the worker
         assert client.get("/tiers").json()["current"] == worker.tier.name
         assert 'autoq_generations_total{steps="2",tier=' in client.get("/metrics").text
+        two = client.post("/generate", json={"prompt": "x", "seed": 2, "num_images": 2})
+        assert two.status_code == 200 and len(two.json()["images"]) == 2  # two generators
         bad = client.post("/generate", json={"prompt": "x", "tier": "turbo"})
         assert bad.status_code == 422 and "Unknown tier 'turbo'" in bad.text
 
