@@ -98,7 +98,14 @@ class ProcessPipeline:
         if not self._conn.poll(_START_TIMEOUT_S):
             self.close()
             raise WorkerError("The worker process did not start within the hour.")
-        kind, payload = self._conn.recv()
+        try:
+            kind, payload = self._conn.recv()
+        except (EOFError, OSError):
+            self._process.join(10)
+            raise WorkerError(
+                f"The worker process exited while starting (code {self._process.exitcode}); "
+                "its output above says why (often: not enough memory to load the model)."
+            ) from None
         if kind == "error":
             self._process.join(10)
             raise payload
