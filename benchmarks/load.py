@@ -2,7 +2,7 @@
 writes for this machine (``profiles/``, where `load_profile` picks this device's; or
 ``--profile`` for another).
 
-    OMP_NUM_THREADS=1 python benchmarks/load.py load [--seconds 60] [--slo SECONDS]
+    OMP_NUM_THREADS=1 python benchmarks/load.py load [--seconds 60] [--slo SECONDS] [--max-batch N]
     OMP_NUM_THREADS=1 python benchmarks/load.py burst [--seconds 15] [--clients 16]
     OMP_NUM_THREADS=1 python benchmarks/load.py squeeze [--seconds 40]
 
@@ -160,14 +160,19 @@ def solo(url: str, body: dict, n: int = 4) -> float | None:
 def run_load(args: argparse.Namespace) -> dict:
     from autoq.profile import load_profile
 
-    profile = load_profile(args.profile)  # what the server will serve: this device's
+    # What the server will serve: this device's (or its device class's).
+    profile = load_profile(args.profile, allow_mismatch=args.allow_mismatch)
     if args.slo is None:  # twice what the best tier measured alone: one generation of wait
         best_tier = max(profile.tiers, key=lambda t: t.metrics.clip_score)
         args.slo = round(2 * best_tier.metrics.latency_s, 2)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start(args.profile, port, args.slo, args.max_queue)
+    extra = ["--max-batch", str(args.max_batch)]
+    if args.allow_mismatch:
+        extra.append("--allow-mismatch")
+    server = start(args.profile, port, args.slo, args.max_queue, *extra)
     report: dict[str, object] = {
+        "max_batch": args.max_batch,
         "profile": args.profile,
         "tuned_on": profile.fingerprint.fingerprint_id,
         "slo_s": args.slo,
@@ -368,6 +373,8 @@ def main() -> None:
     load.add_argument(
         "--load-factor", type=float, default=4.0, help="offered rate / what the best tier sustains"
     )
+    load.add_argument("--max-batch", type=int, default=1, help="autoq serve --max-batch")
+    load.add_argument("--allow-mismatch", action="store_true", help="a profile tuned elsewhere")
     burst = sub.add_parser("burst")
     burst.add_argument("--profile", default="profiles", help="a profile or folder")
     burst.add_argument("--seconds", type=float, default=15)
@@ -383,9 +390,11 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs = {"load": run_load, "burst": run_burst, "squeeze": run_squeeze}
     report = runs[args.what](args)
-    name = (
-        args.what if args.what != "load" or args.load_factor == 4 else f"load-x{args.load_factor:g}"
-    )
+    name = args.what
+    if args.what == "load" and args.load_factor != 4:
+        name += f"-x{args.load_factor:g}"
+    if args.what == "load" and args.max_batch != 1:
+        name += f"-batch{args.max_batch}"
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 

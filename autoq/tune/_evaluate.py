@@ -587,7 +587,9 @@ class Evaluator:
         to ``max_batch``, with each call's peak memory, into the study's batch curves; a
         size is measured while the peak predicted from the last one fits the memory
         limit (the tune's, else the device's) and ``deadline`` allows. A tier's sizes are
-        timed in one run, so their ratios hold whatever else the machine did before."""
+        timed in one run, so their ratios hold whatever else the machine did before. A
+        size that fails (an executor that cannot take the new shape) ends that tier's
+        curve with a warning; the tiers stand without it."""
         sizes = [1 << i for i in range(self.max_batch.bit_length()) if 1 << i <= self.max_batch]
         if len(sizes) < 2:
             return
@@ -614,7 +616,14 @@ class Evaluator:
                         return
                     if deadline.progress is not None:
                         deadline.progress("batch curves", done, len(choice.tiers))
-                    point = self._time_batch(plan, batch)
+                    try:
+                        point = self._time_batch(plan, batch)
+                    except Exception as exc:  # a curve is extra: the tiers stand without it
+                        log.warning(
+                            "batch_curve_failed", plan=plan.describe(), batch=batch,
+                            error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                        )  # fmt: skip
+                        break
                     record.set_batch_point(plan, point)
                 last = point
                 if point.peak_bytes > limit:

@@ -524,3 +524,29 @@ def test_a_tiers_largest_batch_is_the_largest_measured_within_the_memory_limit()
     assert largest == 2
     assert _batch_curve(points, Constraints())[1] == 4
     assert _batch_curve(points[:1], Constraints())[1] is None  # nothing to go by
+
+
+def test_a_batch_size_that_fails_ends_its_curve_and_the_tune_goes_on(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    """An executor that cannot take a new input shape must not cost the profile: the
+    failing size ends that tier's curve with a warning, and the profile is written."""
+    from autoq.tune import tune
+    from autoq.tune._evaluate import Evaluator
+    from tests.tune.conftest import fast_config
+
+    measure = Evaluator._time_batch
+
+    def second_fails(self, plan, batch):
+        if batch > 1:
+            raise RuntimeError("Couldn't get TorchScript module by tracing")
+        return measure(self, plan, batch)
+
+    monkeypatch.setattr(Evaluator, "_time_batch", second_fails)
+    config = fast_config(tmp_path, trials=2, tiers=1, steps=(2, 2), precisions=("fp32",),
+                         max_batch=2)  # fmt: skip
+    with caplog.at_level("WARNING", logger="autoq"):
+        result = tune(config)
+    assert [[p.batch_size for p in t.batch_curve] for t in result.profile.tiers] == [[1]]
+    assert result.profile.tiers[0].max_batch is None  # one size: nothing to go by
+    assert "batch_curve_failed" in caplog.text
