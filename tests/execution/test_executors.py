@@ -179,3 +179,19 @@ def test_the_component_cache_counts_what_openvino_holds(pipe) -> None:
     converted = cache.get("unet", "fp32", (), "openvino")
     converted_sizes = [s for key, (_, s) in cache._entries.items() if key[3] == "openvino"]
     assert converted_sizes == [weight_bytes(converted)] and converted_sizes[0] > 0
+
+
+def test_an_openvino_component_is_timed_at_a_new_batch_size(pipe) -> None:
+    """A batch-curve point of a plan whose VAE converts per input shape: the conversion
+    runs before the memory tracker (OpenVINO's tracer cannot work under it), and the
+    tracked call still measures the generation's peak above the weights."""
+    pytest.importorskip("openvino")
+    from autoq.tune._measure import time_batch
+
+    cache = ComponentCache(pipe, max_bytes=2**31)
+    plan = PipelinePlan(precisions=FP32, execution={"vae": "openvino"}, steps=2)
+    converted = assemble(cache, plan)
+    weights = sum(weight_bytes(m) for m in (converted.unet, converted.text_encoder))
+    images = [("a red circle", 1), ("a blue square", 2)]
+    seconds, peak = time_batch(converted, images, 2, 5.0, None, torch.device("cpu"))
+    assert seconds > 0 and peak > weights
